@@ -105,6 +105,15 @@ class LQSolution:
     support: tuple[float, float]
     horizon: float
 
+    def __post_init__(self) -> None:
+        if not self.c > 0:
+            raise ValueError(f"LQSolution needs an impact coefficient c > 0, got c={self.c}")
+        if not (self.eta >= 0 and self.gamma >= 0):
+            raise ValueError(
+                f"LQSolution needs a convex potential and terminal cost (eta >= 0, gamma >= 0), "
+                f"got eta={self.eta}, gamma={self.gamma}"
+            )
+
     @cached_property
     def initial_mean(self) -> float:
         return _mean(self.initial_density, self.support)

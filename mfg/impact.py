@@ -9,6 +9,7 @@ Hamiltonian is ``H(x, q) = l*(-q) - V(x)`` and the optimal trading rate is
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,14 +29,14 @@ class PowerImpact:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.p, (int, float)) and math.isfinite(self.p)):
+        if not (isinstance(self.p, numbers.Real) and math.isfinite(self.p)):
             raise ValueError(f"impact exponent p must be a finite number, got {self.p!r}")
         if not self.p > 1:
             raise ValueError(
                 f"impact is not strictly convex: exponent p={self.p} must exceed 1 "
                 "(p <= 1 gives a linear or concave cost with no unique trading rate)"
             )
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+        if not (isinstance(self.scale, numbers.Real) and math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"impact is not convex: scale must be positive and finite, got {self.scale!r}")
 
     @property
@@ -67,7 +68,7 @@ class QuadraticImpact(PowerImpact):
     """``l(v) = c v^2 / 2`` (the paper's test 1 with ``c = 1``)."""
 
     def __init__(self, c: float = 1.0) -> None:
-        if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 0):
+        if not (isinstance(c, numbers.Real) and math.isfinite(c) and c > 0):
             raise ValueError(f"impact is not convex: QuadraticImpact needs c > 0, got {c!r}")
         super().__init__(2.0, 0.5 * float(c))
 

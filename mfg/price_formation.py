@@ -13,13 +13,14 @@ The numerical kernels (:func:`hj_backward`, :func:`transport_forward`,
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .impact import Impact, PowerImpact, QuadraticImpact
 from .semi_lagrangian import (
@@ -86,7 +87,7 @@ class PriceFormationProblem:
             raise ValueError(f"domain is empty: ({a}, {b}) needs a < b")
         object.__setattr__(self, "domain", (a, b))
         T = self.horizon
-        if not (isinstance(T, (int, float)) and math.isfinite(T) and T > 0):
+        if not (isinstance(T, numbers.Real) and math.isfinite(T) and T > 0):
             raise ValueError(f"horizon must be a positive finite number, got {T!r}")
 
 
@@ -164,14 +165,16 @@ class PriceFormationResult:
 # ----------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def hj_backward(terminal, potential, price, lower, dx, h, p, scale):
     """Backward SL sweep: ``u_{i,k} = min_v {I[u_{k+1}](x_i + h v) + h(l(v) + price_k v)} + h V(x_i)``.
 
     The minimisation is over feet inside the domain (state constraint, see
     :func:`mfg.semi_lagrangian.minimise_at`); with it the paper's published errors
     are reproduced, while a constant extension of ``u`` outside the domain pulls
-    agents onto the boundary.  Returns ``u`` of shape (N+1, M) and the minimisers ``v`` of shape (N, M).
+    agents onto the boundary.  The sweep is serial: a parallel region per time step
+    costs more than it saves at these grid sizes (a few hundred nodes per step) and
+    spins badly on a loaded machine (measured in benchmarks/README.md).  Returns ``u`` of shape (N+1, M) and the minimisers ``v`` of shape (N, M).
     """
     n_steps = price.shape[0]
     n = terminal.shape[0]
@@ -181,7 +184,7 @@ def hj_backward(terminal, potential, price, lower, dx, h, p, scale):
     for k in range(n_steps - 1, -1, -1):
         nxt = u[k + 1]
         smin, smax = slope_range(nxt, dx)
-        for i in prange(n):
+        for i in range(n):
             vi, val = minimise_at(nxt, lower, dx, lower + i * dx, h, price[k], p, scale, smin, smax, True)
             v[k, i] = vi
             u[k, i] = val + h * potential[i]
@@ -294,11 +297,11 @@ def _evaluate(name: str, f: Callable, points: np.ndarray, var: str) -> np.ndarra
     return out
 
 
-def discretise(problem: PriceFormationProblem, *, rho: float, h: float) -> DiscreteProblem:
+def discretise(problem: PriceFormationProblem, *, rho: float, h: float, _stacklevel: int = 2) -> DiscreteProblem:
     """Nodal data on the mesh ``x_i = a + i rho``, ``t_k = k h`` (MODEL.md 1.2)."""
-    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+    if not (isinstance(rho, numbers.Real) and math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho must be positive, got {rho!r}")
-    if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+    if not (isinstance(h, numbers.Real) and math.isfinite(h) and h > 0):
         raise ValueError(f"h must be positive, got {h!r}")
     a, b = problem.domain
     grid = UniformGrid.from_spacing(a, b, rho, name="rho")
@@ -312,7 +315,7 @@ def discretise(problem: PriceFormationProblem, *, rho: float, h: float) -> Discr
         warnings.warn(
             f"h/rho = {ratio:.3g} is far from order one; the SL scheme's error behaves like "
             "h + rho**2/h, so it is best with h and rho of the same order (the paper uses h = 2 rho)",
-            stacklevel=3,
+            stacklevel=_stacklevel,
         )
     x = grid.nodes
     t = np.linspace(0.0, T, n_steps + 1)
@@ -370,12 +373,12 @@ def solve(
     The returned ``u``, ``m``, ``v`` belong to the last sweep and ``price`` is the
     last update.  Emits :class:`ConvergenceWarning` if ``max_iter`` is reached.
     """
-    if not (isinstance(tol, (int, float)) and tol > 0):
+    if not (isinstance(tol, numbers.Real) and math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be positive, got {tol!r}")
-    if not (isinstance(max_iter, int) and max_iter >= 1):
+    if not (isinstance(max_iter, numbers.Integral) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     start = time.perf_counter()
-    disc = discretise(problem, rho=rho, h=h)
+    disc = discretise(problem, rho=rho, h=h, _stacklevel=3)
     if initial_price is None:
         price = -disc.supply.copy()
     else:

@@ -28,6 +28,7 @@ the array functions are thin, validated wrappers for Python callers.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +64,9 @@ class UniformGrid:
             raise ValueError(f"grid bounds must be finite, got [{self.lower}, {self.upper}]")
         if not self.upper > self.lower:
             raise ValueError(f"grid is empty: upper ({self.upper}) must exceed lower ({self.lower})")
-        if int(self.n) != self.n or self.n < 2:
+        if not isinstance(self.n, numbers.Integral):
+            raise ValueError(f"the number of grid nodes must be an integer, got n={self.n!r}")
+        if self.n < 2:
             raise ValueError(f"a grid needs at least 2 nodes, got n={self.n}")
 
     @classmethod
@@ -129,12 +132,16 @@ def deposit_at(out, lower, dx, y, mass):
 @njit(cache=True)
 def power_cost(v, p, scale):
     """``l(v) = scale * |v|**p``."""
+    if p == 2.0:  # the common quadratic case without a call to pow
+        return scale * v * v
     return scale * abs(v) ** p
 
 
 @njit(cache=True)
 def power_marginal(v, p, scale):
     """``l'(v) = scale * p * |v|**(p-1) * sign(v)``."""
+    if p == 2.0:
+        return 2.0 * scale * v
     if v == 0.0:
         return 0.0
     return math.copysign(scale * p * abs(v) ** (p - 1.0), v)
@@ -143,6 +150,8 @@ def power_marginal(v, p, scale):
 @njit(cache=True)
 def power_marginal_inverse(w, p, scale):
     """The ``v`` with ``l'(v) = w`` (``l'`` is a strictly increasing bijection for ``p > 1``)."""
+    if p == 2.0:
+        return w / (2.0 * scale)
     if w == 0.0:
         return 0.0
     return math.copysign((abs(w) / (scale * p)) ** (1.0 / (p - 1.0)), w)
