@@ -24,10 +24,14 @@ The only approximation is interpolating ``m_0`` on the fine grid, whose error is
 sampling noise for any ``N`` this toolkit simulates.  The interpolant is also what
 the SL solvers see on their (coarser) grids, so both sides sample the same object.
 
+:meth:`P1Density.quantile` is the exact inverse CDF of the same interpolant; at the
+probabilities ``(j + 1/2)/n`` it gives a deterministic population whose empirical
+measure is ``O(1/n)`` from ``m_0`` (the mean-field reference of
+:mod:`experiments.finite_n_price`).
+
 Randomness comes from a :class:`numpy.random.Generator` built from a seed or a
 :class:`numpy.random.SeedSequence`, so a run is reproducible bit for bit and
-independent streams are obtained by ``SeedSequence.spawn`` (docs: NOTES.md, "Random
-numbers").
+independent streams come from ``SeedSequence.spawn`` or ``spawn_key``.
 """
 
 from __future__ import annotations
@@ -117,19 +121,46 @@ class P1Density:
         inside = dx * (a * r + (b - a) * r * r / 2) / self.mass
         return np.clip(before + inside, 0.0, 1.0)
 
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` exact draws from the normalised interpolant, using ``rng``."""
-        n_cells = self.values.size - 1
-        # cell: smallest j with cdf_cells[j] > w1 (w1 in [0, 1)); cells of zero mass
-        # have cdf_cells[j] == cdf_cells[j-1] and can never be chosen.
-        w1 = rng.random(n)
-        j = np.minimum(np.searchsorted(self.cdf_cells, w1, side="right"), n_cells - 1)
-        # 1 - random() lies in (0, 1]: s = 0 (a = 0, w = 0, a 0/0) cannot occur.
-        w2 = 1.0 - rng.random(n)
+    def _invert_in_cell(self, j: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """The point of cell ``j`` below which a fraction ``w`` of the cell's mass lies."""
         a, b = self.values[j], self.values[j + 1]
-        s = w2 * (a + b) / (a + np.sqrt(a * a + w2 * (b * b - a * a)))
+        num = w * (a + b)
+        den = a + np.sqrt(a * a + w * (b * b - a * a))
+        # den = 0 only when a = 0 and w = 0: the point is the cell's left end.
+        s = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         np.clip(s, 0.0, 1.0, out=s)  # round-off only
         return self.nodes[j] + self.spacing * s
+
+    def _cell_of(self, q: np.ndarray) -> np.ndarray:
+        # smallest j with cdf_cells[j] > q (q in [0, 1)); cells of zero mass have
+        # cdf_cells[j] == cdf_cells[j-1] and are never chosen.
+        return np.minimum(np.searchsorted(self.cdf_cells, q, side="right"), self.values.size - 2)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` exact draws from the normalised interpolant, using ``rng``.
+
+        Two independent uniforms per draw: one picks the cell by its mass, the other
+        inverts the linear density inside it (module docstring).
+        """
+        j = self._cell_of(rng.random(n))
+        return self._invert_in_cell(j, rng.random(n))
+
+    def quantile(self, q) -> np.ndarray:
+        """Exact inverse CDF of the normalised interpolant at probabilities ``q`` in [0, 1].
+
+        ``quantile((np.arange(n) + 0.5) / n)`` is a deterministic "stratified" set of n
+        holdings whose empirical measure is within ``O(1/n)`` of ``m_0``: the reference
+        population used for the mean-field limit of the particle market.
+        """
+        q = np.asarray(q, dtype=float)
+        if not (np.isfinite(q).all() and (q >= 0).all() and (q <= 1).all()):
+            raise ValueError("quantile probabilities must lie in [0, 1]")
+        flat = np.minimum(q.ravel(), np.nextafter(1.0, 0.0))
+        j = self._cell_of(flat)
+        lo = np.where(j > 0, self.cdf_cells[np.maximum(j - 1, 0)], 0.0)
+        width = self.cdf_cells[j] - lo
+        w = np.clip(np.divide(flat - lo, width, out=np.zeros_like(flat), where=width > 0), 0.0, 1.0)
+        return self._invert_in_cell(j, w).reshape(q.shape)
 
 
 def p1_density(density: Callable, domain: tuple[float, float], *, n_cells: int = DEFAULT_CELLS,

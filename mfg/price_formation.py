@@ -226,6 +226,14 @@ def _solve_balance(weights, offsets, target, guess, p, scale):
                 d_hi = offsets[i]
     if total <= 0.0:
         return math.nan
+    if p == 2.0:
+        # quadratic impact: (l')^{-1}(z) = z / (2 scale) is linear, the balance is
+        # explicit, sum_i w_i (-(x + D_i)) / (2 scale) = target
+        acc = 0.0
+        for i in range(weights.shape[0]):
+            if weights[i] > 0.0:
+                acc += weights[i] * offsets[i]
+        return -(2.0 * scale * target + acc) / total
     mq = power_marginal(target / total, p, scale)
     lo = -mq - d_hi  # F(lo) >= 0
     hi = -mq - d_lo  # F(hi) <= 0
@@ -248,7 +256,10 @@ def _solve_balance(weights, offsets, target, guess, p, scale):
             w_new = w - f / df
         else:
             w_new = 0.5 * (lo + hi)
-        if not (lo <= w_new <= hi):
+        # strictly inside: a Newton step that lands back on a bracket end (round-off
+        # makes f bounce between two neighbouring iterates at large N) would repeat
+        # forever without shrinking the bracket; bisect instead
+        if not (lo < w_new < hi):
             w_new = 0.5 * (lo + hi)
         if abs(w_new - w) <= 1e-15 * (1.0 + abs(w)) or hi - lo <= 1e-15 * (1.0 + abs(w)):
             return w_new
