@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import partial
 
 import numpy as np
 import pytest
@@ -32,7 +31,7 @@ from mfg.price_formation import (
     solve,
     transport_forward,
 )
-from mfg.semi_lagrangian import UniformGrid, deposit_p1, minimise_p1
+from mfg.semi_lagrangian import deposit_p1, minimise_p1
 
 
 def rel_err(num, exact) -> float:
