@@ -42,6 +42,8 @@ from typing import Callable
 
 import numpy as np
 
+from mfg.callables import evaluate_callable
+
 __all__ = ["P1Density", "as_generator", "p1_density", "sample_density"]
 
 #: Default number of fine-grid cells used to represent the density.
@@ -182,19 +184,7 @@ def p1_density(density: Callable, domain: tuple[float, float], *, n_cells: int =
     if not callable(density):
         raise TypeError(f"{name} must be a vectorised callable, got {type(density).__name__}")
     nodes = np.linspace(lo, hi, int(n_cells) + 1)
-    try:
-        values = density(nodes)
-    except Exception as exc:  # user code: say which callable failed
-        raise ValueError(f"{name}(x) failed on an array of {nodes.size} points: {exc!r}") from exc
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 0:
-        values = np.full(nodes.shape, float(values))
-    if values.shape != nodes.shape:
-        raise ValueError(f"{name} must be vectorised: returned shape {values.shape} for input of shape {nodes.shape}")
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name} is not finite at x={nodes[i]:.6g} (value {values[i]})")
+    values = evaluate_callable(name, density, nodes, "x")
     if (values < 0).any():
         i = int(np.argmax(values < 0))
         raise ValueError(f"{name} is negative at x={nodes[i]:.6g} (value {values[i]:.3g}): not a density")

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from .callables import evaluate_callable
 from .impact import Impact, PowerImpact, QuadraticImpact
 from .semi_lagrangian import (
     UniformGrid,
@@ -290,24 +291,6 @@ def balance_price(price, v, weights, supply, p, scale):
 # ----------------------------------------------------------------------------------
 
 
-def _evaluate(name: str, f: Callable, points: np.ndarray, var: str) -> np.ndarray:
-    """Evaluate a user callable on an array and check shape and finiteness."""
-    try:
-        out = f(points)
-    except Exception as exc:  # user code: say which callable failed
-        raise ValueError(f"{name}({var}) failed on an array of {points.size} points: {exc!r}") from exc
-    out = np.asarray(out, dtype=float)
-    if out.ndim == 0:
-        out = np.full(points.shape, float(out))
-    if out.shape != points.shape:
-        raise ValueError(f"{name} must be vectorised: returned shape {out.shape} for input of shape {points.shape}")
-    bad = ~np.isfinite(out)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name} is not finite at {var}={points[i]:.6g} (value {out[i]})")
-    return out
-
-
 def discretise(problem: PriceFormationProblem, *, rho: float, h: float, _stacklevel: int = 2) -> DiscreteProblem:
     """Nodal data on the mesh ``x_i = a + i rho``, ``t_k = k h`` (MODEL.md 1.2)."""
     if not (isinstance(rho, numbers.Real) and math.isfinite(rho) and rho > 0):
@@ -330,10 +313,10 @@ def discretise(problem: PriceFormationProblem, *, rho: float, h: float, _stackle
         )
     x = grid.nodes
     t = np.linspace(0.0, T, n_steps + 1)
-    V = _evaluate("potential", problem.potential, x, "x")
-    uT = _evaluate("terminal", problem.terminal, x, "x")
-    Q = _evaluate("supply", problem.supply, t[:-1], "t")
-    m0 = _evaluate("initial_density", problem.initial_density, x, "x")
+    V = evaluate_callable("potential", problem.potential, x, "x")
+    uT = evaluate_callable("terminal", problem.terminal, x, "x")
+    Q = evaluate_callable("supply", problem.supply, t[:-1], "t")
+    m0 = evaluate_callable("initial_density", problem.initial_density, x, "x")
     if (m0 < 0).any():
         i = int(np.argmax(m0 < 0))
         raise ValueError(f"initial_density is negative at x={x[i]:.6g} (value {m0[i]:.3g})")
