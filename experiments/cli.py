@@ -3,11 +3,84 @@
 from __future__ import annotations
 
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import click
 
 DEFAULT_OUT = Path("gelav-output")
+
+
+class InputError(click.ClickException):
+    """Bad user input (a missing or invalid scenario file): a one-line message, exit code 2."""
+
+    exit_code = 2
+
+
+def _pydantic_message(exc, raw: dict | None) -> str:
+    """One line naming each offending field of a ``pydantic.ValidationError``.
+
+    ``model.populations[0] (pension-2011).kappa: Input should be ... (got -1.0)``: the
+    population's name is taken from the raw TOML data when it has one.
+    """
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = err.get("loc", ())
+        path, node = "", raw
+        for item in loc:
+            if isinstance(item, int):
+                path += f"[{item}]"
+                node = node[item] if isinstance(node, list) and item < len(node) else None
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    path += f" ({node['name']})"
+            else:
+                path += ("." if path else "") + str(item)
+                node = node.get(item) if isinstance(node, dict) else None
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        got = err.get("input")
+        if isinstance(got, (int, float, str, bool)) and err.get("type") not in ("missing",) and path:
+            msg += f" (got {got!r})"
+        parts.append(f"{path}: {msg}" if path else msg)
+    head = f"{len(parts)} errors: " if len(parts) > 1 else ""
+    return head + "; ".join(" ".join(p.split()) for p in parts)
+
+
+def load_scenario_or_exit(name_or_path: str):
+    """``(path, Scenario)`` for a shipped name or a file; bad input raises :class:`InputError` (exit code 2)."""
+    import tomllib
+
+    import pydantic
+
+    from mfg.lp_params import Scenario
+
+    from .lp_exit_report import ScenarioNotFound, resolve_scenario
+
+    try:
+        path = resolve_scenario(name_or_path)
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except ScenarioNotFound as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read {name_or_path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return path, Scenario.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise InputError(f"{path}: {_pydantic_message(exc, raw)}") from None
+
+
+def _solve_echoing_warnings(fn, *args, **kwargs):
+    """Run ``fn``, echo the solver's own warnings (convergence, boundary mass) as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    for w in caught:
+        if w.category.__module__.startswith("mfg"):
+            click.echo(f"warning: {w.message}", err=True)
+    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,9 +91,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT / "demo",
-              show_default=True, help="Folder for the figure.")
+              show_default=True, help="Folder for the figures.")
 def demo(out: Path) -> None:
-    """Solve the paper's test 1 and compare with the exact solution."""
+    """Price formation (test 1 vs its exact solution), then the LP-exit game: calm market and shock demo."""
     import matplotlib.pyplot as plt
 
     from mfg.price_formation import solve
@@ -29,6 +102,7 @@ def demo(out: Path) -> None:
     from .price_formation_paper import PUBLISHED, paper_test
     from .reproduce_price_formation import solution_figure
 
+    start = time.perf_counter()
     rho, h = 0.0025, 0.005
     pt = paper_test(1)
     click.echo("Price-formation MFG, Ashrafyan & Gomes test 1 (LQ, exact solution known)")
@@ -47,6 +121,111 @@ def demo(out: Path) -> None:
     path = save_figure(out / "price_formation_test1.png", fig)
     plt.close(fig)
     click.echo(f"figure: {path}")
+    _demo_lp_exit(out)
+    click.echo(f"demo total: {time.perf_counter() - start:.1f} s (figures included)")
+
+
+def _demo_lp_exit(out: Path) -> None:
+    """The LP-exit part of the demo: the calm market and the shock demo (equilibrium vs DCF baseline)."""
+    import matplotlib.pyplot as plt
+
+    from mfg.lp_exit import solve
+    from mfg.lp_scenarios import solve_baseline, solve_scenario
+
+    from .io import save_figure
+    from .lp_exit_report import amplification_figure, amplification_summary, lp_exit_figure, summary
+
+    start = time.perf_counter()
+    click.echo("")
+    click.echo("LP-exit MFG (MODEL.md 2): limited partners sell fund stakes on a secondary market")
+    click.echo("(a first run compiles the LP-exit kernels too: about 20 s more; later runs load them from the cache)")
+    _, calm = load_scenario_or_exit("calm")
+    res = _solve_echoing_warnings(solve, calm.model, calm.grid, calm.solver)
+    s = summary(res)
+    click.echo(f"calm market, 2015-2025, {len(res.populations)} populations ({res.L.size} x {res.t.size} grid): "
+               f"{res.iterations} iterations, {res.timings['total']:.2f} s")
+    click.echo(f"  discount {s['discount_min_pct']:.1f}% to {s['discount_max_pct']:.1f}% of NAV "
+               f"(mean {s['discount_mean_pct']:.1f}%; public: 5 to 15%)")
+    click.echo(f"  sales {s['annual_volume_mean_pct']:.2f}% of active NAV a year (public: 1 to 2.5%), "
+               f"{100 * s['second_half_share']:.0f}% of them in second halves (public: 55 to 65%)")
+    fig = lp_exit_figure(res, title="LP exit: calm market")
+    click.echo(f"figure: {save_figure(out / 'lp_exit_calm.png', fig, dpi=110)}")
+    plt.close(fig)
+
+    _, shock = load_scenario_or_exit("shock_demo")
+    eq = _solve_echoing_warnings(solve_scenario, shock.model, shock.grid, shock.solver, shock.events)
+    base = _solve_echoing_warnings(solve_baseline, shock.model, shock.grid, shock.solver, shock.events)
+    amp = amplification_summary(eq, base)
+    a = amp["pbar"]
+    click.echo(f"shock demo: liquidity squeeze and 40% loss of buyer capital at {a.shock_time:g} "
+               f"({eq.timings['total'] + base.timings['total']:.2f} s)")
+    click.echo(f"  trough discount: equilibrium {100 * a.trough_eq:.1f}% after {12 * a.time_to_trough_eq:.1f} months, "
+               f"no-feedback baseline {100 * a.trough_base:.1f}% after {12 * a.time_to_trough_base:.1f} months")
+    click.echo(f"  amplification ratio {a.ratio:.2f} (< 1: sellers who see the price hold out); "
+               f"NAV sold in the year after: {100 * a.exit_volume_eq:.1f}% vs {100 * a.exit_volume_base:.1f}%")
+    fig = lp_exit_figure(eq, title="LP exit: shock demo (equilibrium)")
+    click.echo(f"figure: {save_figure(out / 'lp_exit_shock_demo.png', fig, dpi=110)}")
+    plt.close(fig)
+    fig = amplification_figure(eq, base, amp, title="Shock demo: equilibrium vs no-feedback baseline")
+    click.echo(f"figure: {save_figure(out / 'lp_exit_amplification.png', fig, dpi=110)}")
+    plt.close(fig)
+    click.echo(f"LP-exit part: {time.perf_counter() - start:.1f} s")
+
+
+@main.command("lp-exit")
+@click.argument("scenario")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for CSV frames, figures and summary  [default: gelav-output/lp-exit/<scenario name>]")
+@click.option("--method", type=click.Choice(["sl", "fd"]), default="sl", show_default=True,
+              help="sl: second-order semi-Lagrangian scheme; fd: the finite-difference cross-check.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="With shock events: also solve the no-feedback (DCF) baseline and measure the amplification.")
+@click.option("--dpi", type=click.IntRange(50, 400), default=110, show_default=True, help="Resolution of the figures.")
+def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: int) -> None:
+    """Solve an LP-exit scenario: a shipped name (see `gelav scenarios`) or a TOML file.
+
+    Prints the summary and writes market.csv, populations.csv, lp_exit.png and summary.txt
+    (with events and --baseline also baseline_*.csv, amplification.csv, amplification.png).
+    Exit code 2 for a missing or invalid scenario file, 1 if the fixed point did not converge.
+    """
+    from .lp_exit_report import run
+
+    path, sc = load_scenario_or_exit(scenario)
+    out = DEFAULT_OUT / "lp-exit" / path.stem if out is None else out
+    n_t = round((sc.model.end - sc.model.start) / sc.grid.dt) + 1
+    what = f"{len(sc.events)} event(s), equilibrium" + (" and no-feedback baseline" if baseline else "") \
+        if sc.events else "equilibrium"
+    click.echo(f"{path}: {len(sc.model.populations)} populations, {sc.grid.n_L} x {n_t} grid (L x t), "
+               f"method {method}; solving the {what} (the first run compiles numba kernels)...")
+    start = time.perf_counter()
+    try:
+        report = _solve_echoing_warnings(run, sc, out, method=method, baseline=baseline, name=path.stem,
+                                        dpi=dpi)
+    except ValueError as exc:  # a scenario the solver refuses (e.g. dt not dividing the window)
+        raise InputError(f"{path}: {' '.join(str(exc).split())}") from None
+    click.echo(report.text)
+    click.echo(f"wall time {time.perf_counter() - start:.1f} s (solves, figures and files)")
+    click.echo("written: " + ", ".join(str(p) for p in report.files))
+    converged = report.result.converged and (report.baseline is None or report.baseline.converged)
+    if not converged:
+        click.echo("WARNING: the fixed point did not reach its tolerance (raise solver.max_iter or the "
+                   "temperature); the outputs are the last iterate", err=True)
+    sys.exit(0 if converged else 1)
+
+
+@main.command()
+def scenarios() -> None:
+    """List the shipped LP-exit scenarios (use the name with `gelav lp-exit NAME`)."""
+    from .lp_exit_report import shipped_scenarios
+
+    shipped = shipped_scenarios()
+    if not shipped:
+        click.echo("no shipped scenarios found")
+        return
+    width = max(len(n) for n in shipped)
+    for name, (path, description) in shipped.items():
+        click.echo(f"{name:<{width}}  {description}")
+    click.echo(f"(files in {next(iter(shipped.values()))[0].parent})")
 
 
 @main.group()

@@ -1,0 +1,532 @@
+"""Reports of the LP-exit game (MODEL.md 2): scenario files, summaries, figures, CSV frames.
+
+* :func:`resolve_scenario` — a bare name (``"calm"``) is a file shipped in
+  ``experiments/scenarios/`` (package data); anything else is a path.
+  :func:`shipped_scenarios` lists the shipped files with their one-line descriptions.
+* :func:`summary` / :func:`summary_text` — the figures a user holds against MODEL.md 2.10:
+  discount range, annual sales, second-half share of sales, the lowest price, iterations,
+  residual, exploitability, timings.  Works for a plain :func:`mfg.lp_exit.solve` result
+  and for a :class:`mfg.lp_scenarios.ScenarioResult`.
+* :func:`amplification_summary` / :func:`amplification_text` — equilibrium vs the
+  no-feedback ("DCF") baseline after a shock (MODEL.md 2.7).
+* :func:`lp_exit_figure`, :func:`amplification_figure` — matplotlib figures (Agg).
+* :func:`write_outputs` — ``market.csv``, ``populations.csv`` and the figure, atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import save_figure, write_csv, write_text
+
+__all__ = [
+    "SCENARIO_DIR",
+    "LPExitOutputs",
+    "ScenarioNotFound",
+    "amplification_figure",
+    "amplification_summary",
+    "amplification_text",
+    "lp_exit_figure",
+    "resolve_scenario",
+    "run",
+    "scenario_description",
+    "shipped_scenarios",
+    "summary",
+    "summary_text",
+    "write_outputs",
+]
+
+#: Folder of the shipped scenario files (package data of ``experiments``).
+SCENARIO_DIR = Path(str(resources.files("experiments").joinpath("scenarios")))
+
+
+class ScenarioNotFound(FileNotFoundError):
+    """Neither a file nor the name of a shipped scenario."""
+
+
+def scenario_description(path: str | Path) -> str:
+    """The first comment line of a scenario TOML file, without the ``#`` (empty if none)."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            s = line.strip()
+            if not s:
+                continue
+            if s.startswith("#"):
+                return s.lstrip("#").strip()
+            return ""
+    return ""
+
+
+def shipped_scenarios() -> dict[str, tuple[Path, str]]:
+    """``{name: (path, description)}`` of the shipped scenario files, sorted by name."""
+    if not SCENARIO_DIR.is_dir():
+        return {}
+    return {p.stem: (p, scenario_description(p)) for p in sorted(SCENARIO_DIR.glob("*.toml"))}
+
+
+def resolve_scenario(name_or_path: str | Path) -> Path:
+    """Path of a scenario: an existing file, or the name of a shipped one (``"calm"``, ``"calm.toml"``).
+
+    Raises :class:`ScenarioNotFound` naming the shipped scenarios otherwise.
+    """
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = shipped_scenarios()
+    key = p.stem if p.suffix == ".toml" and len(p.parts) == 1 else str(name_or_path)
+    if key in shipped:
+        return shipped[key][0]
+    names = ", ".join(shipped) or "none"
+    raise ScenarioNotFound(f"no scenario file or shipped scenario named {str(name_or_path)!r} "
+                           f"(shipped: {names}; `gelav scenarios` lists them)")
+
+
+# ----------------------------------------------------------------------------------
+# summaries
+# ----------------------------------------------------------------------------------
+
+
+def _is_scenario(result) -> bool:
+    return hasattr(result, "segments")
+
+
+def _last_residual(result) -> float:
+    if _is_scenario(result):
+        return float(max(s.residuals[-1] for s in result.segments))
+    return float(result.residuals[-1])
+
+
+def _step_volume(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times, NAV sold and active NAV of the steps ``0..N-1`` (no sale happens at ``t_N``)."""
+    dt = float(result.t[1] - result.t[0])
+    t = np.asarray(result.t[:-1], dtype=float)
+    return t, np.asarray(result.sell_flow[:-1], dtype=float) * dt, np.asarray(result.active_nav[:-1], dtype=float)
+
+
+def annual_volume(result) -> pd.DataFrame:
+    """Sales per calendar year: ``year, steps, full`` (the year lies inside the window),
+    ``volume`` (NAV sold, fraction of the market's NAV), ``pct_active`` (sum over the
+    year's steps of the sell flow per unit of active NAV times ``dt``, in %),
+    ``second_half`` (share of the year's volume sold from 1 July on)."""
+    t, vol, nav = _step_volume(result)
+    dt = float(result.t[1] - result.t[0])
+    eps = 1e-9 * dt
+    year = np.floor(t + eps).astype(int)
+    frac = t + eps - year
+    with np.errstate(invalid="ignore", divide="ignore"):
+        turn = np.where(nav > 0.0, vol / nav, np.nan)  # fraction of active NAV sold in the step
+    t0, t_end = float(result.t[0]), float(result.t[-1])
+    rows = []
+    for y in np.unique(year):
+        sel = year == y
+        v = float(vol[sel].sum())
+        h2 = float(vol[sel & (frac >= 0.5 - eps)].sum())
+        rows.append({"year": int(y), "steps": int(sel.sum()), "full": bool(y >= t0 - eps and y + 1 <= t_end + eps),
+                     "volume": v, "pct_active": 100.0 * float(np.nansum(turn[sel])),
+                     "second_half": h2 / v if v > 0.0 else math.nan})
+    return pd.DataFrame(rows)
+
+
+def summary(result) -> dict:
+    """Key figures of a solve (:class:`~mfg.lp_exit.LPExitResult`) or a scenario (:class:`~mfg.lp_scenarios.ScenarioResult`).
+
+    Prices and discounts are the market price factor ``P`` (fraction of NAV): discount
+    ``1 - P`` in % of NAV over all steps.  Volumes: NAV sold per calendar year per unit
+    of active NAV, in % (``pct_active`` of :func:`annual_volume`); ``turnover_mean_pct``
+    is the mean over the steps of the sell flow per unit of active NAV (% a year);
+    ``second_half_share``: share of the volume of whole calendar years sold in their
+    second halves.  ``iterations``, ``exploitability``: an int / float for a solve, a
+    tuple per segment for a scenario.
+    """
+    t = np.asarray(result.t, dtype=float)
+    price = np.asarray(result.price, dtype=float)
+    disc = 100.0 * (1.0 - price)
+    years = annual_volume(result)
+    full = years[years["full"]]
+    tot = float(full["volume"].sum())
+    h2 = float((full["volume"] * full["second_half"].fillna(0.0)).sum())
+    i_min = int(np.argmin(price))
+    out = {
+        "kind": getattr(result, "kind", "solve"),
+        "populations": len(result.populations),
+        "grid": f"{result.L.size} x {t.size}",
+        "window": (float(t[0]), float(t[-1])),
+        "events": tuple(e.label for e in getattr(result, "events", ())),
+        "iterations": result.iterations,
+        "converged": bool(result.converged),
+        "last_residual": _last_residual(result),
+        "exploitability": result.exploitability,
+        "discount_min_pct": float(disc.min()),
+        "discount_mean_pct": float(disc.mean()),
+        "discount_max_pct": float(disc.max()),
+        "annual_volume_pct": {int(r.year): float(r.pct_active) for r in full.itertuples()},
+        "annual_volume_mean_pct": 100.0 * float(np.nanmean(np.asarray(result.turnover[:-1], dtype=float))),
+        "second_half_share": h2 / tot if tot > 0.0 else math.nan,
+        "min_price": float(price[i_min]),
+        "min_price_time": float(t[i_min]),
+        "seconds": float(result.timings.get("total", math.nan)),
+    }
+    if not _is_scenario(result):
+        out["seconds_per_phase"] = {k: float(v) for k, v in result.timings.items() if k != "total"}
+    return out
+
+
+def _fmt_it(v) -> str:
+    if isinstance(v, tuple):
+        return " + ".join(str(x) for x in v) + " (per segment)"
+    return str(v)
+
+
+def _fmt_expl(v) -> str:
+    if isinstance(v, tuple):
+        return ", ".join(f"{x:.2g}" for x in v) + " (per segment)"
+    return f"{v:.2g}"
+
+
+def summary_text(s: dict, title: str | None = None) -> str:
+    """Lines of text for a :func:`summary`."""
+    lines = [] if title is None else [title]
+    ev = f", events: {', '.join(s['events'])}" if s["events"] else ""
+    lines.append(f"  {s['populations']} populations on {s['grid']} (L x t) over "
+                 f"{s['window'][0]:g}-{s['window'][1]:g}{ev}")
+    expl = ("" if s["kind"] == "baseline"  # the baseline's decisions are not an equilibrium of the real market
+            else f"exploitability {_fmt_expl(s['exploitability'])} NAV, ")
+    lines.append(f"  fixed point: {_fmt_it(s['iterations'])} iterations, "
+                 f"{'converged' if s['converged'] else 'NOT converged'}, last residual {s['last_residual']:.2g}, "
+                 f"{expl}{s['seconds']:.2f} s")
+    lines.append(f"  discount (% of NAV): min {s['discount_min_pct']:.1f}, mean {s['discount_mean_pct']:.1f}, "
+                 f"max {s['discount_max_pct']:.1f}")
+    lines.append(f"  lowest price {s['min_price']:.4f} of NAV at t = {s['min_price_time']:.3f}")
+    years = s["annual_volume_pct"]
+    if years:
+        lines.append("  sales (% of active NAV a year): mean " f"{s['annual_volume_mean_pct']:.2f}; by year "
+                     + ", ".join(f"{y}: {v:.2f}" for y, v in years.items()))
+        lines.append(f"  second-half share of annual sales: {100 * s['second_half_share']:.0f}%")
+    else:
+        lines.append(f"  sales (% of active NAV a year): mean {s['annual_volume_mean_pct']:.2f}")
+    return "\n".join(lines)
+
+
+def amplification_summary(eq, base) -> dict:
+    """Equilibrium vs baseline (:func:`mfg.lp_scenarios.amplification`) against ``P̄`` and against the
+    pre-shock price: ``{"pbar": Amplification, "pre_shock": Amplification}``."""
+    from mfg.lp_scenarios import amplification
+
+    return {ref: amplification(eq, base, reference=ref) for ref in ("pbar", "pre_shock")}
+
+
+def amplification_text(amp: dict) -> str:
+    """Lines of text for an :func:`amplification_summary`."""
+    a, b = amp["pbar"], amp["pre_shock"]
+    verdict = ("  (< 1: the price feedback dampens the shock)" if a.ratio < 1
+               else "  (> 1: the price feedback amplifies the shock)")
+    lines = [
+        f"Amplification of the shock at {a.shock_time:g}: equilibrium vs no-feedback (DCF) baseline",
+        (f"  trough discount vs P̄ = {a.ref_eq:.3f}:  equilibrium {100 * a.trough_eq:.1f}% "
+         f"({12 * a.time_to_trough_eq:.1f} months after the shock), baseline {100 * a.trough_base:.1f}% "
+         f"({12 * a.time_to_trough_base:.1f} months after)"),
+        f"  ratio equilibrium / baseline: {a.ratio:.3f}{verdict}",
+        (f"  trough vs pre-shock price: equilibrium {100 * b.trough_eq:.1f}%, baseline {100 * b.trough_base:.1f}%, "
+         f"ratio {b.ratio:.3f}"),
+        (f"  NAV sold in the {a.volume_window:g} y after the shock: equilibrium {100 * a.exit_volume_eq:.2f}%, "
+         f"baseline {100 * a.exit_volume_base:.2f}% of market NAV (ratio {a.volume_ratio:.3f})"),
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------
+# figures
+# ----------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _mark_events(ax, result, label=True):
+    done = set()
+    for e in getattr(result, "events", ()):
+        if e.time in done:
+            continue
+        done.add(e.time)
+        ax.axvline(e.time, color="crimson", lw=1.0, ls=":", zorder=0, label="shock" if label and len(done) == 1 else None)
+
+
+def _heatmap_populations(result, count: int) -> list[int]:
+    """``count`` populations to show: the one that sold the most NAV, then the top sellers of
+    other LP types, then the rest by NAV sold."""
+    w = result.model.weights
+    sold = np.asarray(result.exited_mass[:, -1]) * w
+    order = sorted(range(len(result.populations)), key=lambda k: (-sold[k], -w[k]))
+    types = [p.lp_type for p in result.model.populations]
+    picked: list[int] = []
+    for k in order:  # one per LP type first
+        if len(picked) < count and types[k] not in {types[j] for j in picked}:
+            picked.append(k)
+    for k in order:
+        if len(picked) < count and k not in picked:
+            picked.append(k)
+    return picked
+
+
+def lp_exit_figure(result, *, baseline=None, heatmaps: int | tuple[str, ...] = 2, title: str | None = None):
+    """Six panels: market and vintage prices; buyer capital and sell pressure; sell flow by
+    population; exit thresholds; density of active LPs in ``(t, L)`` for two populations
+    (those that sold the most, or the names in ``heatmaps``) with their exit thresholds.
+
+    ``result``: a solve or a scenario (shock times marked); ``baseline``: an optional
+    no-feedback baseline whose realised price is drawn beside the equilibrium's.
+    """
+    plt = _plt()
+    t = np.asarray(result.t)
+    names = list(result.populations)
+    if isinstance(heatmaps, int):
+        heat = _heatmap_populations(result, heatmaps)
+    else:
+        heat = [names.index(n) for n in heatmaps]
+    n_heat = max(1, len(heat))
+    fig = plt.figure(figsize=(13, 10), layout="constrained")
+    gs = fig.add_gridspec(3, 2, height_ratios=(1, 1, 1.1))
+    colors = {k: f"C{k % 10}" for k in range(len(names))}
+
+    ax = fig.add_subplot(gs[0, 0])
+    for k, n in enumerate(names):
+        pi = np.where(result.active_mass[k] > 0, result.vintage_price[k], np.nan)
+        ax.plot(t, 100 * pi, color=colors[k], lw=0.8, alpha=0.6)
+    ax.plot(t, 100 * result.price, "k-", lw=1.8, label="market price P")
+    pbar = getattr(result, "inputs", None)
+    if pbar is not None and getattr(pbar, "pbar", None) is not None:
+        ax.plot(t, 100 * np.asarray(pbar.pbar), color="0.5", ls="--", lw=1.0, label="calm price P̄")
+    if baseline is not None:
+        ax.plot(t, 100 * baseline.price, color="darkorange", lw=1.4, ls="-.", label="no-feedback baseline P")
+    ax.plot([], [], color="0.4", lw=0.8, alpha=0.6, label="vintage prices π_k (colours as below)")
+    _mark_events(ax, result)
+    ax.set(title="Secondary price", ylabel="% of NAV", xlabel="year")
+    lo = 100 * min(np.nanmin(np.where(result.active_mass > 0, result.vintage_price, np.nan)), result.price.min(),
+                   np.inf if baseline is None else np.min(baseline.price))
+    ax.set_ylim(max(0.0, lo - 3), 100 * max(result.price.max(), np.max(getattr(pbar, "pbar", [0]))) + 3)
+    ax.legend(fontsize=7.5, loc="lower left")
+    ax.grid(alpha=0.3)
+
+    ax = fig.add_subplot(gs[0, 1])
+    ax.plot(t, 100 * result.buyer_capital, "C0-", lw=1.5, label="buyer capital K")
+    if pbar is not None and getattr(pbar, "Kbar", None) is not None:
+        ax.plot(t, 100 * np.asarray(pbar.Kbar), "C0--", lw=1.0, label="target capital K̄")
+    ax.set(title="Buyer capital and sell pressure", ylabel="K, % of market NAV", xlabel="year")
+    ax.set_ylim(bottom=0)
+    ax2 = ax.twinx()
+    ax2.plot(t, 100 * result.sell_pressure, "C3-", lw=1.2, label="sell pressure Ŝ")
+    ax2.set_ylabel("Ŝ, % of market NAV / yr", color="C3")
+    ax2.set_ylim(bottom=0)
+    _mark_events(ax, result, label=False)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7.5, loc="best")
+    ax.grid(alpha=0.3)
+
+    ax = fig.add_subplot(gs[1, 0])
+    flow = 100 * np.asarray(result.flow)
+    ax.stackplot(t[:-1], flow[:, :-1], colors=[colors[k] for k in range(len(names))], labels=names, alpha=0.85)
+    _mark_events(ax, result, label=False)
+    ax.set(title="Sell flow by population (stacked)", ylabel="% of market NAV / yr", xlabel="year")
+    ax.legend(fontsize=7, ncol=2 if len(names) > 3 else 1, loc="upper right")
+    ax.grid(alpha=0.3)
+
+    ax = fig.add_subplot(gs[1, 1])
+    for k, n in enumerate(names):
+        if np.isfinite(result.threshold[k]).any():
+            ax.plot(t, result.threshold[k], color=colors[k], lw=1.0, label=n)
+        else:
+            ax.plot([], [], color=colors[k], lw=1.0, label=f"{n} (never sells)")
+    _mark_events(ax, result, label=False)
+    ax.set(title="Exit thresholds ℓ*(t): sell when L is below", ylabel="liquidity L", xlabel="year")
+    ax.legend(fontsize=7, ncol=2 if len(names) > 3 else 1, loc="best")
+    ax.grid(alpha=0.3)
+
+    from matplotlib.colors import LogNorm
+
+    sub = gs[2, :].subgridspec(1, n_heat)
+    L = np.asarray(result.L)
+    for j, k in enumerate(heat):
+        ax = fig.add_subplot(sub[0, j])
+        d = np.asarray(result.density[k])  # (n_t, n_L)
+        mass = d.sum(axis=0)
+        if mass.sum() > 0:
+            cdf = np.cumsum(mass) / mass.sum()
+            lo = L[max(0, np.searchsorted(cdf, 1e-4) - 2)]
+            hi = L[min(L.size - 1, np.searchsorted(cdf, 1 - 1e-4) + 2)]
+        else:
+            lo, hi = L[0], L[-1]
+        th = np.asarray(result.threshold[k])
+        if np.isfinite(th).any():  # show where the exits happen too
+            lo = min(lo, float(np.nanpercentile(th, 10)) - 0.1)
+        act = result.active_mass[k] > 0
+        img = np.ma.masked_where(~np.broadcast_to(act[:, None], d.shape) | (d <= 0), d)
+        dmax = float(d.max()) if d.max() > 0 else 1.0
+        im = ax.imshow(img.T, origin="lower", aspect="auto", cmap="viridis", norm=LogNorm(dmax * 1e-3, dmax),
+                       extent=(t[0], t[-1], L[0] - 0.5 * (L[1] - L[0]), L[-1] + 0.5 * (L[1] - L[0])),
+                       interpolation="nearest")
+        ax.plot(t, result.threshold[k], color="w", lw=1.2, ls="--", label="exit threshold")
+        _mark_events(ax, result, label=False)
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(t[0], t[-1])
+        ax.set(title=f"Density of active LPs: {names[k]}", xlabel="year", ylabel="liquidity L")
+        ax.legend(fontsize=7, loc="upper right")
+        fig.colorbar(im, ax=ax, pad=0.01, label="density (log scale)", extend="min")
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def amplification_figure(eq, base, amp: dict | None = None, title: str | None = None):
+    """Equilibrium vs no-feedback baseline: discount, sell flow, buyer capital, and the numbers."""
+    plt = _plt()
+    amp = amplification_summary(eq, base) if amp is None else amp
+    a = amp["pbar"]
+    t = np.asarray(eq.t)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.6), layout="constrained")
+    styles = (("equilibrium", eq, "k", "-"), ("no-feedback baseline", base, "darkorange", "-."))
+
+    ax = axes[0, 0]
+    for label, r, c, ls in styles:
+        ax.plot(t, 100 * (1 - np.asarray(r.price) / a.ref_eq), color=c, ls=ls, lw=1.5, label=label)
+    ax.plot([a.t_trough_eq], [100 * a.trough_eq], "ko", ms=5)
+    ax.plot([a.t_trough_base], [100 * a.trough_base], "o", color="darkorange", ms=5)
+    _mark_events(ax, eq)
+    ax.set(title="Discount 1 − P/P̄ (troughs marked)", ylabel="% of NAV", xlabel="year")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+    ax = axes[0, 1]
+    for label, r, c, ls in styles:
+        ax.plot(t[:-1], 100 * np.asarray(r.sell_flow)[:-1], color=c, ls=ls, lw=1.3, label=label)
+    _mark_events(ax, eq, label=False)
+    ax.set(title="Sell flow", ylabel="% of market NAV / yr", xlabel="year")
+    ax.set_yscale("log")
+    top = max(float(np.max(r.sell_flow)) for _, r, _, _ in styles)
+    ax.set_ylim(0.1, max(1.0, 100 * top) * 2.0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+    ax = axes[1, 0]
+    for label, r, c, ls in styles:
+        ax.plot(t, 100 * np.asarray(r.buyer_capital), color=c, ls=ls, lw=1.3, label=label)
+    ax.plot(t, 100 * np.asarray(eq.inputs.Kbar), color="0.5", ls="--", lw=1.0, label="target K̄")
+    _mark_events(ax, eq, label=False)
+    ax.set(title="Buyer capital K", ylabel="% of market NAV", xlabel="year")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+    ax = axes[1, 1]
+    labels = ["trough discount vs P̄\n(% of NAV)", f"NAV sold in the {a.volume_window:g} y after\n(% of market NAV)"]
+    eq_v = [100 * a.trough_eq, 100 * a.exit_volume_eq]
+    b_v = [100 * a.trough_base, 100 * a.exit_volume_base]
+    x = np.arange(2)
+    bars1 = ax.bar(x - 0.2, eq_v, 0.4, color="0.25", label="equilibrium")
+    bars2 = ax.bar(x + 0.2, b_v, 0.4, color="darkorange", label="baseline")
+    for bars in (bars1, bars2):
+        for b in bars:
+            ax.annotate(f"{b.get_height():.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_title(f"Amplification ratio (trough eq / baseline) = {a.ratio:.2f}")
+    ax.set_ylim(0, max(eq_v + b_v) * 1.45)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.text(0.03, 0.97, f"time to trough: equilibrium {12 * a.time_to_trough_eq:.1f} months,\n"
+            f"baseline {12 * a.time_to_trough_base:.1f} months\n"
+            f"trough vs pre-shock price: ratio {amp['pre_shock'].ratio:.2f}",
+            transform=ax.transAxes, va="top", ha="left", fontsize=8,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
+    ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return fig
+
+
+# ----------------------------------------------------------------------------------
+# outputs
+# ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LPExitOutputs:
+    """What :func:`run` computed and where it wrote it."""
+
+    result: object
+    baseline: object | None
+    amplification: dict | None
+    summary: dict
+    text: str
+    files: tuple[Path, ...]
+
+
+def write_outputs(result, out: str | Path, *, prefix: str = "", figure: bool = True, dpi: int = 110,
+                  baseline=None, title: str | None = None) -> list[Path]:
+    """Write ``{prefix}market.csv``, ``{prefix}populations.csv`` and ``{prefix}lp_exit.png`` to ``out`` atomically."""
+    out = Path(out)
+    files = [write_csv(out / f"{prefix}market.csv", result.to_frame("market")),
+             write_csv(out / f"{prefix}populations.csv", result.to_frame("populations"))]
+    if figure:
+        plt = _plt()
+        fig = lp_exit_figure(result, baseline=baseline, title=title)
+        files.append(save_figure(out / f"{prefix}lp_exit.png", fig, dpi=dpi))
+        plt.close(fig)
+    return files
+
+
+def _amplification_frame(amp: dict) -> pd.DataFrame:
+    from dataclasses import asdict
+
+    return pd.DataFrame([asdict(a) for a in amp.values()])
+
+
+def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True, name: str = "scenario",
+        figures: bool = True, dpi: int = 110) -> LPExitOutputs:
+    """Solve a :class:`~mfg.lp_params.Scenario` (with its events: :func:`~mfg.lp_scenarios.solve_scenario`,
+    and with ``baseline`` the no-feedback baseline too), write the frames and figures, and
+    return the summary.
+
+    Files: ``market.csv``, ``populations.csv``, ``lp_exit.png``, ``summary.txt``; with
+    events and ``baseline``: ``baseline_market.csv``, ``baseline_populations.csv``,
+    ``amplification.csv``, ``amplification.png``.
+    """
+    from mfg.lp_exit import solve
+    from mfg.lp_scenarios import solve_baseline, solve_scenario
+
+    out = Path(out)
+    sc = scenario
+    if sc.events:
+        result = solve_scenario(sc.model, sc.grid, sc.solver, sc.events, method=method)
+    else:
+        result = solve(sc.model, sc.grid, sc.solver, method)
+    base = amp = None
+    if sc.events and baseline:
+        base = solve_baseline(sc.model, sc.grid, sc.solver, sc.events, method=method)
+        amp = amplification_summary(result, base)
+    s = summary(result)
+    text = summary_text(s, f"LP-exit equilibrium: {name} (method {method})")
+    if base is not None:
+        text += "\n" + summary_text(summary(base), "No-feedback (DCF) baseline: LPs decide at P̄; realised market")
+        text += "\n" + amplification_text(amp)
+    files = write_outputs(result, out, figure=figures, dpi=dpi, title=f"LP exit: {name}")
+    if base is not None:
+        files += write_outputs(base, out, prefix="baseline_", figure=False)
+        files.append(write_csv(out / "amplification.csv", _amplification_frame(amp)))
+        if figures:
+            plt = _plt()
+            fig = amplification_figure(result, base, amp, title=f"{name}: equilibrium vs no-feedback baseline")
+            files.append(save_figure(out / "amplification.png", fig, dpi=dpi))
+            plt.close(fig)
+    files.append(write_text(out / "summary.txt", text + "\n"))
+    return LPExitOutputs(result=result, baseline=base, amplification=amp, summary=s, text=text, files=tuple(files))

@@ -1,0 +1,121 @@
+"""`gelav lp-exit` and `gelav scenarios`: files written, summaries printed, bad input refused cleanly."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from experiments.cli import main
+from experiments.lp_exit_report import SCENARIO_DIR, ScenarioNotFound, resolve_scenario, scenario_description
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_lp_exit_calm_writes_frames_figure_and_summary(tmp_path):
+    r = invoke("lp-exit", "calm", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "14 iterations, converged" in out
+    lo, mean, hi = map(float, re.search(r"discount \(% of NAV\): min (\S+), mean (\S+), max (\S+)", out).groups())
+    assert 5.0 < lo < mean < hi < 15.0  # MODEL.md 2.10: calm discounts 5 to 15 %
+    sales = float(re.search(r"sales \(% of active NAV a year\): mean (\S+);", out).group(1))
+    assert 1.0 <= sales <= 2.5
+    assert "second-half share of annual sales" in out
+    market = pd.read_csv(tmp_path / "market.csv")
+    pops = pd.read_csv(tmp_path / "populations.csv")
+    assert len(market) == 521 and {"t", "price", "discount", "turnover"} <= set(market.columns)
+    assert len(pops) == 6 * 521 and pops["population"].nunique() == 6
+    assert (tmp_path / "lp_exit.png").stat().st_size > 50_000
+    assert "discount" in (tmp_path / "summary.txt").read_text()
+    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+
+
+def test_lp_exit_shock_demo_prints_the_amplification(tmp_path):
+    r = invoke("lp-exit", "shock_demo", "--baseline", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    ratio = float(re.search(r"ratio equilibrium / baseline: (\S+)", r.output).group(1))
+    assert 0.0 < ratio < 1.0  # the price channel dampens the shock in this model (docs/lp_exit.md)
+    assert "No-feedback (DCF) baseline" in r.output and "events: squeeze-endowments" in r.output
+    for name in ("market.csv", "baseline_market.csv", "baseline_populations.csv", "amplification.csv",
+                 "amplification.png", "lp_exit.png"):
+        assert (tmp_path / name).exists(), name
+    amp = pd.read_csv(tmp_path / "amplification.csv")
+    assert list(amp["reference"]) == ["pbar", "pre_shock"]
+    assert amp.loc[0, "ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert set(pd.read_csv(tmp_path / "market.csv")["segment"]) == {0, 1}
+
+
+def test_lp_exit_without_baseline_and_with_fd(tmp_path):
+    r = invoke("lp-exit", "shock_demo", "--no-baseline", "--method", "fd", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert "method fd" in r.output and "Amplification" not in r.output
+    assert not (tmp_path / "amplification.csv").exists()
+
+
+def test_scenarios_lists_the_shipped_files():
+    r = invoke("scenarios")
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line for line in r.output.splitlines() if line.strip()}
+    assert "calm" in lines and "shock_demo" in lines
+    assert "Calm secondary market" in lines["calm"] and "Shock demonstration" in lines["shock_demo"]
+
+
+def test_resolve_scenario(tmp_path):
+    assert resolve_scenario("calm") == SCENARIO_DIR / "calm.toml"
+    assert resolve_scenario("calm.toml") == SCENARIO_DIR / "calm.toml"
+    f = tmp_path / "mine.toml"
+    f.write_text("# mine\n")
+    assert resolve_scenario(f) == f and scenario_description(f) == "mine"
+    with pytest.raises(ScenarioNotFound, match="calm, shock_demo"):
+        resolve_scenario("nope")
+
+
+@pytest.mark.parametrize("edit, field", [
+    (("kappa = 1.0", "kappa = -1.0"), r"model\.populations\[0\] \(pension-2011\)\.kappa"),
+    (("n_L = 401", "n_L = 2"), r"grid\.n_L"),
+    (("tau_s = 0.25 ", "tau_s = 0.25\nspeed = 3 "), r"model\.market\.speed: Extra inputs are not permitted"),
+])
+def test_bad_toml_gives_exit_code_2_and_names_the_field(tmp_path, edit, field):
+    text = (SCENARIO_DIR / "calm.toml").read_text()
+    assert edit[0] in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(edit[0], edit[1], 1))
+    r = invoke("lp-exit", str(bad), "--out", str(tmp_path / "out"))
+    assert r.exit_code == 2, r.output
+    assert re.search(field, r.output), r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_and_unparsable_files_give_exit_code_2(tmp_path):
+    r = invoke("lp-exit", "no_such_scenario")
+    assert r.exit_code == 2 and "calm, shock_demo" in r.output and len(r.output.strip().splitlines()) == 1
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[model\nstart = 1")
+    r = invoke("lp-exit", str(bad))
+    assert r.exit_code == 2 and "not valid TOML" in r.output and "Traceback" not in r.output
+
+
+def test_solver_refusal_gives_exit_code_2(tmp_path):
+    text = (SCENARIO_DIR / "shock_demo.toml").read_text()
+    bad = tmp_path / "dt.toml"  # a step that does not divide the window
+    bad.write_text(text.replace("dt = 0.038461538461538464", "dt = 0.037", 1).replace("time = 2018.0", "time = 2016.0"))
+    r = invoke("lp-exit", str(bad), "--out", str(tmp_path / "out"))
+    assert r.exit_code == 2, r.output
+    assert "dt" in r.output and "Traceback" not in r.output
+
+
+def test_unconverged_fixed_point_warns_and_exits_1(tmp_path):
+    text = (SCENARIO_DIR / "shock_demo.toml").read_text()
+    assert "max_iter = 60" in text
+    short = tmp_path / "short.toml"
+    short.write_text(text.replace("max_iter = 60", "max_iter = 2", 1))
+    r = invoke("lp-exit", str(short), "--no-baseline", "--out", str(tmp_path / "out"))
+    assert r.exit_code == 1, r.output
+    assert "NOT converged" in r.output and "warning: LP-exit fixed point stopped" in r.output
+    assert (tmp_path / "out" / "market.csv").exists()  # the last iterate is still written
