@@ -1,0 +1,6 @@
+"""Crisis experiments on the LP-exit MFG (issue 6): each module is one experiment.
+
+Every experiment module exposes ``run(out: Path, *, quick: bool = False) -> ExperimentReport``
+and registers itself in :data:`experiments.crisis.common.EXPERIMENTS` by name, so that
+``gelav crisis NAME`` and ``gelav crisis all`` find it.
+"""
