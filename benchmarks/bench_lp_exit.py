@@ -8,7 +8,9 @@
 Speed cases: one population, 1,000 L nodes, weekly steps over 10 years; nine populations
 (3 LP types x 3 vintages) on the same grid.  Each is timed with the default options
 (quasi-Newton preconditioner, Anderson depth 5, damping 1) and, as a baseline in the same
-run, with the plain damped iteration (damping 0.5, no Anderson, no preconditioner).
+run, with the plain damped iteration (damping 0.5, no Anderson, no preconditioner).  The
+default options are also timed with the finite-difference sweeps (method="fd") on the same
+problems: the last column is the ratio of the FD median to the SL median of the same options.
 The header prints the machine's core count, numba's thread count and the load average.
 """
 
@@ -68,13 +70,13 @@ def header() -> str:
             f"numba {numba.__version__}, numpy {np.__version__}, load average {os.getloadavg()[0]:.2f}")
 
 
-def timed(m, grid, opts, repeats):
+def timed(m, grid, opts, repeats, method="sl"):
     runs = []
     for _ in range(repeats):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             t0 = time.perf_counter()
-            r = solve(m, grid, opts)
+            r = solve(m, grid, opts, method=method)
             runs.append((time.perf_counter() - t0, r))
     times = [t for t, _ in runs]
     r = runs[int(np.argsort(times)[len(times) // 2])][1]
@@ -85,27 +87,38 @@ def speed(repeats: int) -> None:
     cases = [("1 population", model(1, (0.0,))), ("9 populations (3 types x 3 vintages)", model(3, (-4.0, -2.0, 0.0)))]
     t0 = time.perf_counter()
     for _, m in cases:  # JIT (or numba's cache) outside the timings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            solve(m, Grid(L_min=-1.5, L_max=3.5, n_L=50, dt=1 / 52), SolverOptions(temperature=1e-3, max_iter=3))
+        for method in ("sl", "fd"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                solve(m, Grid(L_min=-1.5, L_max=3.5, n_L=50, dt=1 / 52), SolverOptions(temperature=1e-3, max_iter=3),
+                      method=method)
     print(f"# {header()}\n# warm-up (JIT compile or cache load): {time.perf_counter() - t0:.2f} s\n")
-    print("| case | options | iterations | final residual | median s | min s | s / iteration | backward | forward "
-          "| market + preconditioner | exploitability |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("Times in seconds; per-iteration columns are means over the evaluations of the map; 'final' is the "
+          "pair of sweeps that fills the result's value, policy and density; 'FD / SL' is the ratio of the medians "
+          "of the two methods with the same options.\n")
+    print("| case | options | method | iterations | final residual | median s | min s | s / iteration | backward "
+          "| forward | market | final | exploitability | FD / SL |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, m in cases:
-        variants = [("default (precondition, Anderson 5, damping 1)", DEFAULT)]
+        variants = [("default (precondition, Anderson 5, damping 1)", DEFAULT, ("sl", "fd"))]
         if len(m.populations) > 1:
             variants.append(("default, workers=2 (threads over populations)",
-                             DEFAULT.model_copy(update={"workers": 2})))
-        variants.append(("baseline: damping 0.5, no Anderson, no preconditioner", PLAIN))
-        for label, opts in variants:
-            med, best, r = timed(m, GRID, opts, repeats)
-            tm = r.timings
-            it = r.iterations
-            print(f"| {name}, {GRID.n_L} nodes x {r.t.size} steps | {label} | {it} | {r.residuals[-1]:.1e} | "
-                  f"{med:.3f} | {best:.3f} | {(tm['total'] - tm['exploitability']) / it:.4f} | "
-                  f"{tm['backward'] / it:.4f} | {tm['forward'] / it:.4f} | {tm['market'] / it:.4f} | "
-                  f"{tm['exploitability']:.4f} |", flush=True)
+                             DEFAULT.model_copy(update={"workers": 2}), ("sl", "fd")))
+        variants.append(("baseline: damping 0.5, no Anderson, no preconditioner", PLAIN, ("sl",)))
+        for label, opts, methods in variants:
+            sl_median = None
+            for method in methods:
+                med, best, r = timed(m, GRID, opts, repeats, method)
+                tm = r.timings
+                it = r.iterations
+                if method == "sl":
+                    sl_median = med
+                ratio = f"{med / sl_median:.2f}" if method != "sl" and sl_median else ""
+                print(f"| {name}, {GRID.n_L} nodes x {r.t.size} steps | {label} | {method.upper()} | {it} | "
+                      f"{r.residuals[-1]:.1e} | {med:.3f} | {best:.3f} | "
+                      f"{(tm['total'] - tm['exploitability'] - tm['final']) / it:.4f} | "
+                      f"{tm['backward'] / it:.4f} | {tm['forward'] / it:.4f} | {tm['market'] / it:.4f} | "
+                      f"{tm['final']:.4f} | {tm['exploitability']:.4f} | {ratio} |", flush=True)
     kernels(repeats)
     print(f"\n# after: load average {os.getloadavg()[0]:.2f}")
 

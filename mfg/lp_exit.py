@@ -36,14 +36,23 @@ valued at par, ``V(t_N) = 1``, at the window's end (extend the window beyond the
 period of interest to push that truncation away).  No sale happens at ``t_N``.
 
 The kernels work on plain arrays (one population at a time) so the finite-N market
-and a later finite-difference method can reuse or replace them: ``solve`` takes its
-two sweeps from ``_SWEEPS[method]``, pairs with the signatures and semantics of
-:func:`backward_sweep` and :func:`forward_sweep` (``sigma`` an array over steps).
+and the finite-difference method can reuse or replace them: ``_SWEEPS[method]`` pairs
+the public sweeps, with the signatures and semantics of :func:`backward_sweep` and
+:func:`forward_sweep` (``sigma`` an array over steps); ``solve`` runs the buffered
+forms of the same kernels, ``_SWEEP_KERNELS[method]`` (:func:`_sl_backward`,
+:func:`_sl_forward` and their FD twins: output arrays passed in and reused across
+iterations, two rows of the value and the density kept during the iterations, the
+mean-field moments and the preconditioner's exit sensitivity summed inside the forward
+sweep).  The evaluation expected to be the last one writes every row of the value,
+policy and density straight into the result's arrays; if another iterate is accepted,
+its rows are recomputed once at the end.  The arithmetic is the same in every case, so
+the results do not depend on the buffering.
 """
 
 from __future__ import annotations
 
 import math
+import queue
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +62,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from .lp_exit_fd import fd_backward_sweep, fd_forward_sweep
+from .lp_exit_fd import _fd_backward, _fd_forward, fd_backward_sweep, fd_forward_sweep
 from .lp_params import Grid, LPExitModel, SolverOptions
 from .market import DEFAULT_K_FLOOR, market_constants, market_path
 from .semi_lagrangian import deposit_at
@@ -166,76 +175,119 @@ def backward_sweep(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, disco
     The drift is affine in ``L``, so the feet are affine in the node index: the grid
     coordinate of ``y±`` is ``s± = i (1 - drift_a dt) + s0±``, computed without a
     division per node (the same formula as :func:`forward_sweep`, so the two stay
-    exact adjoints).
+    exact adjoints).  The work is done by :func:`_sl_backward` into arrays allocated
+    here (:func:`solve` reuses its own buffers and keeps two value rows only).
     """
     n_t = drift_c.shape[0]
     n = running.shape[0]
-    last = n - 1
-    V = np.empty((n_t, n))
+    V = np.full((n_t, n), np.nan)
     q = np.zeros((n_t, n))
     thr = np.full(n_t, np.nan)
-    for t in range(n_t):
-        if t < n_first or t > n_last:
-            V[t, :] = np.nan
+    _sl_backward(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max, temperature,
+                 evaluate, q_given, lower, dx, V, q, thr)
+    return V, q, thr
+
+
+@njit(cache=True, nogil=True)
+def _sl_backward(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max, temperature,
+                 evaluate, q_given, lower, dx, V, q, thr):
+    """:func:`backward_sweep` into given arrays (the buffered contract shared with the FD kernel).
+
+    ``V``: ``(n_t, n)`` to keep every row (row ``t`` is ``V[t]``), or ``(2, n)`` to keep two
+    rows (row ``t`` is ``V[t % 2]``; the value at ``n_first`` ends in ``V[n_first % 2]``).
+    Writes ``V`` rows ``n_first..n_last``, ``q`` rows ``n_first..n_last-1`` and
+    ``thr[n_first:n_last]`` (NaN where no threshold); nothing else is touched.
+    """
+    n = running.shape[0]
+    last = n - 1
+    full = V.shape[0] != 2 or drift_c.shape[0] == 2
+    nl = n_last if full else n_last & 1
     for i in range(n):
-        V[n_last, i] = terminal[i]
+        V[nl, i] = terminal[i]
     rate = 1.0 - drift_a * dt
     hard = temperature == 0.0
     inv_temp = 1.0 / temperature if temperature > 0.0 else 0.0
+    crow = np.empty(n)
+    half_disc = 0.5 * discount
     for t in range(n_last - 1, n_first - 1, -1):
         sq = sigma[t] * math.sqrt(dt) / dx
         base = (drift_c[t] * dt - drift_a * dt * lower) / dx
         sp0 = base + sq
         sm0 = base - sq
-        nxt = V[t + 1]
-        cur = V[t]
+        if full:
+            nxt = V[t + 1]
+            cur = V[t]
+        else:
+            nxt = V[(t + 1) & 1]
+            cur = V[t & 1]
         qt = q[t]
         gt = G[t]
-        half_disc = 0.5 * discount
+        # nodes whose two feet lie strictly inside the grid (with a margin of one node
+        # against rounding) need no clamping: the middle loop has no branch; C is
+        # computed first (into a scratch row), then the exit rule and the threshold
+        i_in, i_out = _interior(rate, sp0, sm0, last, n)
+        for i in range(i_in):
+            fi = i * rate
+            crow[i] = running[i] + half_disc * (_interp_s(nxt, fi + sp0, last) + _interp_s(nxt, fi + sm0, last))
+        for i in range(i_in, i_out):
+            fi = i * rate
+            sp = fi + sp0
+            jp = int(sp)
+            wp = sp - jp
+            sm = fi + sm0
+            jm = int(sm)
+            wm = sm - jm
+            crow[i] = running[i] + half_disc * ((nxt[jp] + wp * (nxt[jp + 1] - nxt[jp]))
+                                                + (nxt[jm] + wm * (nxt[jm + 1] - nxt[jm])))
+        for i in range(max(i_in, i_out), n):
+            fi = i * rate
+            crow[i] = running[i] + half_disc * (_interp_s(nxt, fi + sp0, last) + _interp_s(nxt, fi + sm0, last))
         above = -1  # highest node i-1 with C - G <= 0 at i-1 and C - G > 0 at i
         d_lo = 0.0
         d_hi = 0.0
         prev_d = 0.0
-        # nodes whose two feet lie strictly inside the grid (with a margin of one node
-        # against rounding) need no clamping: no branch in the interpolation there
-        i_in, i_out = _interior(rate, sp0, sm0, last, n)
-        for i in range(n):
-            fi = i * rate
-            if i_in <= i < i_out:
-                sp = fi + sp0
-                jp = int(sp)
-                wp = sp - jp
-                sm = fi + sm0
-                jm = int(sm)
-                wm = sm - jm
-                c = running[i] + half_disc * ((nxt[jp] + wp * (nxt[jp + 1] - nxt[jp]))
-                                              + (nxt[jm] + wm * (nxt[jm + 1] - nxt[jm])))
-            else:
-                c = running[i] + half_disc * (_interp_s(nxt, fi + sp0, last) + _interp_s(nxt, fi + sm0, last))
-            d = gt - c
-            if evaluate:
-                qi = q_given[t, i]
-            elif hard:
-                qi = q_max if d > 0.0 else 0.0
-            else:
+        # the exit rule, specialised by kind (no per-node test of the kind); where the
+        # logit is cut off, q = 0 and V = C exactly (C + 0 * d)
+        if evaluate or hard:
+            for i in range(n):
+                c = crow[i]
+                d = gt - c
+                if evaluate:
+                    qi = q_given[t, i]
+                else:
+                    qi = q_max if d > 0.0 else 0.0
+                qt[i] = qi
+                cur[i] = c + qi * d
+                if i > 0 and prev_d >= 0.0 and d < 0.0:
+                    above = i - 1
+                    d_lo = prev_d
+                    d_hi = d
+                prev_d = d
+        else:
+            for i in range(n):
+                c = crow[i]
+                d = gt - c
                 z = d * inv_temp
                 if z < -LOGIT_CUTOFF:
-                    qi = 0.0
-                elif z > LOGIT_CUTOFF:
-                    qi = q_max  # logistic(z) rounds to exactly 1.0 for z > 37
+                    qt[i] = 0.0
+                    cur[i] = c
                 else:
-                    qi = q_max * _logistic(z)
-            qt[i] = qi
-            cur[i] = c + qi * d
-            if i > 0 and prev_d >= 0.0 and d < 0.0:
-                above = i - 1
-                d_lo = prev_d
-                d_hi = d
-            prev_d = d
+                    if z > LOGIT_CUTOFF:
+                        qi = q_max
+                    else:
+                        qi = q_max * _logistic(z)  # logistic(z) rounds to 1.0 for z > 37
+                    qt[i] = qi
+                    cur[i] = c + qi * d
+                if prev_d >= 0.0 and d < 0.0 and i > 0:
+                    above = i - 1
+                    d_lo = prev_d
+                    d_hi = d
+                prev_d = d
         if above >= 0:
             # zero of the P1 interpolant of C - G = -d between nodes above and above + 1
             thr[t] = lower + dx * (above + d_lo / (d_lo - d_hi))
-    return V, q, thr
+        else:
+            thr[t] = np.nan
 
 
 @njit(cache=True, nogil=True)
@@ -247,32 +299,69 @@ def forward_sweep(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx
     moves to the feet ``y±`` with weight 1/2 each, split by the P1 weights (clamped at
     the ends, so no mass is lost).  ``sigma`` is an array over time steps.  Returns
     ``m`` of shape ``(n_t, n)`` (zero outside ``[n_first, n_last]``) and ``exited`` of
-    shape ``(n_t,)``.
+    shape ``(n_t,)``.  The work is done by :func:`_sl_forward`.
     """
     n_t = drift_c.shape[0]
     n = m0.shape[0]
-    last = n - 1
     m = np.zeros((n_t, n))
     exited = np.zeros(n_t)
+    _sl_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, m, exited, m0, 0.0,
+                np.empty((0, 0)))
+    return m, exited
+
+
+@njit(cache=True, nogil=True)
+def _sl_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, m, exited, x, q_max, stats):
+    """:func:`forward_sweep` into given arrays (the buffered contract shared with the FD kernel).
+
+    ``m``: ``(n_t, n)`` to keep every row, or ``(2, n)`` to keep two rows (row ``t`` is
+    ``m[t % 2]``); rows outside ``[n_first, n_last]`` are not touched.  ``exited[n]`` is
+    written for ``n_first <= n < n_last``.  ``stats``: ``(3, n_t)`` or empty; when given,
+    ``stats[0, n] = sum_i m_i``, ``stats[1, n] = sum_i x_i m_i`` for ``n_first <= n <=
+    n_last`` and ``stats[2, n] = sum_{q_i > 0} m_i q_i (1 - q_i / q_max)`` (0 if ``q_max
+    <= 0``) for ``n_first <= n < n_last``: the moments of the mean field and the exit
+    sensitivity of the preconditioner, summed in node order.
+    """
+    n = m0.shape[0]
+    last = n - 1
+    full = m.shape[0] != 2 or drift_c.shape[0] == 2
+    want = stats.shape[0] == 3
+    sens = want and q_max > 0.0
+    inv = 1.0 / q_max if sens else 0.0
+    r0 = n_first if full else n_first & 1
     for i in range(n):
-        m[n_first, i] = m0[i]
+        m[r0, i] = m0[i]
     rate = 1.0 - drift_a * dt
     for t in range(n_first, n_last):
         sq = sigma[t] * math.sqrt(dt) / dx
         base = (drift_c[t] * dt - drift_a * dt * lower) / dx
         sp0 = base + sq
         sm0 = base - sq
-        cur = m[t]
-        nxt = m[t + 1]
+        if full:
+            cur = m[t]
+            nxt = m[t + 1]
+        else:
+            cur = m[t & 1]
+            nxt = m[(t + 1) & 1]
+        nxt[:] = 0.0
         qt = q[t]
         e = 0.0
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
         i_in, i_out = _interior(rate, sp0, sm0, last, n)
         for i in range(n):
             mass = cur[i]
+            if want:
+                s0 += mass
+                s1 += x[i] * mass
             if mass == 0.0:
                 continue
-            out = mass * qt[i]
+            qi = qt[i]
+            out = mass * qi
             e += out
+            if sens and qi > 0.0:
+                s2 += mass * qi * (1.0 - qi * inv)
             half = 0.5 * (mass - out)
             fi = i * rate
             if i_in <= i < i_out:  # both feet strictly inside: no clamping
@@ -290,26 +379,20 @@ def forward_sweep(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx
                 _deposit_s(nxt, fi + sp0, last, half)
                 _deposit_s(nxt, fi + sm0, last, half)
         exited[t] = e
-    return m, exited
-
-
-@njit(cache=True)
-def _exit_sensitivity(m, q, q_max, n_first, n_last):
-    """``sum_i m_i q_i (1 - q_i / q_max)`` per step: times ``A/temperature``, the derivative
-    of the exiting mass with respect to the same step's price under the logit rule."""
-    n_t, n = m.shape
-    out = np.zeros(n_t)
-    if q_max <= 0.0:
-        return out
-    inv = 1.0 / q_max
-    for t in range(n_first, n_last):
-        s = 0.0
+        if want:
+            stats[0, t] = s0
+            stats[1, t] = s1
+            stats[2, t] = s2
+    if want:
+        cur = m[n_last] if full else m[n_last & 1]
+        s0 = 0.0
+        s1 = 0.0
         for i in range(n):
-            qi = q[t, i]
-            if qi > 0.0:
-                s += m[t, i] * qi * (1.0 - qi * inv)
-        out[t] = s
-    return out
+            s0 += cur[i]
+            s1 += x[i] * cur[i]
+        stats[0, n_last] = s0
+        stats[1, n_last] = s1
+        stats[2, n_last] = 0.0
 
 
 @njit(cache=True)
@@ -497,8 +580,10 @@ class LPExitResult:
     anderson_rejections : Anderson steps rejected by the safeguard (invalid path or a
         larger residual) and replaced by the damped step.
     edge_mass : largest nodal mass seen on an end node of the grid.
-    timings : seconds per phase (``backward``, ``forward``, ``market``,
-        ``exploitability``, ``total``); JIT compilation is in the first call's figures.
+    timings : seconds per phase (``backward``, ``forward``, ``sweeps``, ``market``,
+        ``final``: the extra evaluation that fills ``value``/``exit_prob``/``density`` when
+        the last one did not, ``exploitability``, ``total``); JIT compilation is in the
+        first call's figures.
     initial : the :class:`LPState` the solve started from (``state_at(0)`` holds the
         same masses).   inputs : the resolved :class:`MarketInputs`.
     """
@@ -743,41 +828,6 @@ def _population_arrays(model: LPExitModel, grid: Grid, t_full: np.ndarray, x: np
     return out
 
 
-@njit(cache=True)
-def _moments(m, x, out_mass, out_first, weight, active):
-    """Add ``weight * sum_i m[n, i]`` and ``weight * sum_i x_i m[n, i]`` over the active rows ``n``."""
-    n_t, n = m.shape
-    for t in range(n_t):
-        if not active[t]:
-            continue
-        s0 = 0.0
-        s1 = 0.0
-        for i in range(n):
-            v = m[t, i]
-            s0 += v
-            s1 += x[i] * v
-        out_mass[t] += weight * s0
-        out_first[t] += weight * s1
-
-
-def _mean_field(ms: list[np.ndarray], act: list[np.ndarray], weights: np.ndarray, x: np.ndarray,
-                fallback: np.ndarray) -> np.ndarray:
-    """``M^n = sum_k w_k sum_i x_i m_k^n / sum_k w_k sum_i m_k^n`` over active populations.
-
-    A numba loop rather than ``m @ x``: a multithreaded BLAS matrix-vector product was
-    50 times slower on a loaded 2-core machine.
-    """
-    num = np.zeros(fallback.size)
-    den = np.zeros(fallback.size)
-    for w, m, a in zip(weights, ms, act):
-        if a.any():
-            _moments(m, x, den, num, float(w), a)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        M = num / den
-    # with no active LP the mean field does not act on anybody: keep the input path
-    return np.where(den > 0.0, M, fallback)
-
-
 # ----------------------------------------------------------------------------------
 # Anderson acceleration
 # ----------------------------------------------------------------------------------
@@ -835,6 +885,11 @@ class _Anderson:
 #: :func:`backward_sweep` and :func:`forward_sweep` (``sigma`` an array over steps).
 _SWEEPS = {"sl": (backward_sweep, forward_sweep), "fd": (fd_backward_sweep, fd_forward_sweep)}
 
+#: The same sweeps with the buffered contract of :func:`_sl_backward` / :func:`_sl_forward`
+#: (output arrays passed in, two rows kept on request, the mean-field moments and the exit
+#: sensitivity summed inside the forward sweep): what :func:`solve` runs.
+_SWEEP_KERNELS = {"sl": (_sl_backward, _sl_forward), "fd": (_fd_backward, _fd_forward)}
+
 
 def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, method: str = "sl", *,
           initial: LPState | None = None, inputs: MarketInputs | None = None,
@@ -864,7 +919,7 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         if method == "fd":
             raise NotImplementedError("method='fd' (the finite-difference scheme) is not registered; use method='sl'")
         raise ValueError(f"method must be one of {sorted(_SWEEPS)}, got {method!r}")
-    backward, forward = _SWEEPS[method]
+    backward, forward = _SWEEP_KERNELS[method]
     if not isinstance(model, LPExitModel):
         raise TypeError(f"model must be an LPExitModel, got {type(model).__name__}")
     if not isinstance(grid, Grid):
@@ -932,37 +987,83 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         return [(pa.kappa_target + p.lam * M + p.alpha * logp, P * pa.life_factor - p.phi)
                 for p, pa in zip(model.populations, pops)]
 
-    empty_v = np.full((N + 1, grid.n_L), np.nan)
-    empty_q = np.zeros((N + 1, grid.n_L))
-    empty_th = np.full(N + 1, np.nan)
-    empty_e = np.zeros(N + 1)
+    n_L = grid.n_L
+    act_f = [a.astype(float) for a in active]
 
-    def one_population(k, c, G):
+    # Buffers reused by every evaluation of the map: an iteration needs the exit
+    # probabilities (backward -> forward), the exits, the mean-field moments and the exit
+    # sensitivity, so the value and the density keep two rows only.  The evaluation that
+    # is expected to be the last one (the residuals extrapolated geometrically reach
+    # ``tol``, or ``max_iter`` is reached) writes every row into the result's arrays
+    # instead; if the accepted iterate is not the one that did, its rows are recomputed
+    # once at the end.  The arithmetic is the same either way, so are the numbers.
+    # One set of scratch arrays per thread (not per population: the exit probabilities
+    # of one population, 4 MB at 1,000 x 521, stay in cache between its two sweeps).
+    # The sweeps read only the rows they wrote, so a set can serve any population.
+    scratch = queue.SimpleQueue()
+    for _ in range(max(1, min(int(options.workers), sum(pa.in_window for pa in pops)))):
+        scratch.put((np.zeros((N + 1, n_L)), np.empty((2, n_L)), np.empty((2, n_L)), np.empty(N + 1)))
+    zeros_t = np.zeros(N + 1)
+    zeros_stats = np.zeros((3, N + 1))
+    # the result's value, policy, threshold and nodal masses (made the density in place
+    # at the end), and the evaluation whose rows they hold
+    full_rows = {"arrays": None, "owner": None}
+
+    def result_arrays():
+        if full_rows["arrays"] is None:
+            full_rows["arrays"] = (np.full((n_pop, N + 1, n_L), np.nan), np.zeros((n_pop, N + 1, n_L)),
+                                   np.full((n_pop, N + 1), np.nan), np.zeros((n_pop, N + 1, n_L)))
+        return full_rows["arrays"]
+
+    def one_population(k, c, G, full):
+        """Exits and ``(mass, first moment, exit sensitivity)`` per step of population ``k``;
+        with ``full``, every row of its value, policy, threshold and masses into the result's arrays."""
         pa = pops[k]
         if not pa.in_window:
-            return empty_v, empty_q, empty_th, empty_q, empty_e, 0.0, 0.0
-        s0 = time.perf_counter()
-        v, q, th = backward(pa.n_first, pa.n_last, terminal, c, pa.drift_a, sigma[k], dt, pa.discount,
-                            pa.running, G, pa.q_max, temperature, False, dummy_q, lower, dx)
-        s1 = time.perf_counter()
-        m, e = forward(m_start[k], pa.n_first, pa.n_last, c, pa.drift_a, sigma[k], dt, q, lower, dx)
-        return v, q, th, m, e, s1 - s0, time.perf_counter() - s1
+            return zeros_t, zeros_stats, 0.0, 0.0
+        e = np.zeros(N + 1)
+        stats = np.zeros((3, N + 1))
+        buf = scratch.get()
+        try:
+            if full:
+                V_all, Q_all, TH_all, m_all = full_rows["arrays"]
+                v_rows, q_buf, thr_buf, m_rows = V_all[k], Q_all[k], TH_all[k], m_all[k]
+            else:
+                q_buf, v_rows, m_rows, thr_buf = buf
+            s0 = time.perf_counter()
+            backward(pa.n_first, pa.n_last, terminal, c, pa.drift_a, sigma[k], dt, pa.discount, pa.running, G,
+                     pa.q_max, temperature, False, dummy_q, lower, dx, v_rows, q_buf, thr_buf)
+            s1 = time.perf_counter()
+            forward(m_start[k], pa.n_first, pa.n_last, c, pa.drift_a, sigma[k], dt, q_buf, lower, dx, m_rows, e,
+                    x, pa.q_max, stats)
+            s2 = time.perf_counter()
+        finally:
+            scratch.put(buf)
+        return e, stats, s1 - s0, s2 - s1
 
-    def sweep(P, M):
+    def sweep(P, M, full=False):
         s = time.perf_counter()
         coeffs = drift_and_exit_value(P, M)
+        if full:
+            result_arrays()
         if pool is None:
-            outs = [one_population(k, c, G) for k, (c, G) in enumerate(coeffs)]
+            outs = [one_population(k, c, G, full) for k, (c, G) in enumerate(coeffs)]
         else:  # populations are independent: same arithmetic, same results, any thread count
-            outs = list(pool.map(one_population, range(n_pop), *zip(*coeffs)))
-        V, Q, TH, Ms, E = ([o[j] for o in outs] for j in range(5))
-        timings["backward"] += sum(o[5] for o in outs)
-        timings["forward"] += sum(o[6] for o in outs)
+            outs = list(pool.map(one_population, range(n_pop), *zip(*coeffs), [full] * n_pop))
+        timings["backward"] += sum(o[2] for o in outs)
+        timings["forward"] += sum(o[3] for o in outs)
         timings["sweeps"] += time.perf_counter() - s
         s = time.perf_counter()
-        exit_mass = np.array(E)
+        exit_mass = np.array([o[0] for o in outs])
         mkt = market_path(exit_mass, weights, life, Kbar, dt, pbar, beta, tau_s, theta_K, S0, K0, DEFAULT_K_FLOOR)
-        M_new = _mean_field(Ms, active, weights, x, M)
+        # NAV-weighted mean of L over the active populations (summed in population order)
+        num = np.zeros(N + 1)
+        den = np.zeros(N + 1)
+        for w, o, a in zip(weights, outs, act_f):
+            den += (w * o[1][0]) * a
+            num += (w * o[1][1]) * a
+        with np.errstate(invalid="ignore", divide="ignore"):
+            M_new = np.where(den > 0.0, num / den, M)
         timings["market"] += time.perf_counter() - s
         if not (np.isfinite(mkt[2]).all() and np.isfinite(M_new).all()):
             raise FloatingPointError("the fixed point produced a non-finite price or mean-field path")
@@ -974,23 +1075,25 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
             sens = np.zeros((n_pop, N + 1))
             for k, pa in enumerate(pops):
                 if pa.in_window:
-                    sens[k] = (life[k] / temperature) * _exit_sensitivity(Ms[k], Q[k], pa.q_max, pa.n_first,
-                                                                           pa.n_last)
+                    sens[k] = (life[k] / temperature) * outs[k][1][2]
             scale_P = (sens, exit_mass, mkt)
         else:
             scale_P = None
-        return (V, Q, TH, Ms, exit_mass, mkt, M_new, scale_P), max(res_P[-1], res_M[-1])
+        result = (P, M, exit_mass, mkt, M_new, scale_P)
+        if full:
+            full_rows["owner"] = result
+        return result, max(res_P[-1], res_M[-1])
 
     def pack(P, M):
         return np.concatenate([P, M]) if herding else P.copy()
 
     def residual(out, P, M):
         """Preconditioned residual ``D (g(x) - x)`` of the iterate."""
-        fP = out[5][2] - P
-        if out[7] is not None:
-            sens, E, (S_, sh_, P_, K_, _) = out[7]
+        fP = out[3][2] - P
+        if out[5] is not None:
+            sens, E, (S_, sh_, P_, K_, _) = out[5]
             fP = _market_newton(fP, sens, weights, life, E, P_, sh_, K_, dt, beta, tau_s, theta_K, DEFAULT_K_FLOOR)
-        return np.concatenate([fP, out[6] - M]) if herding else fP
+        return np.concatenate([fP, out[4] - M]) if herding else fP
 
     def unpack(z, M_fallback):
         return (z[:N + 1], z[N + 1:]) if herding else (z, M_fallback)
@@ -1002,10 +1105,10 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
 
     def damped_step(xk, fk, P, M, out):
         """``x + θ D f``; if that leaves ``P > 0``, the plain ``(1 - θ) x + θ g(x)``."""
-        P_c, M_c = unpack(xk + theta * fk, out[6])
+        P_c, M_c = unpack(xk + theta * fk, out[4])
         if valid(P_c, M_c):
             return P_c, M_c
-        return P + theta * (out[5][2] - P), (M + theta * (out[6] - M) if herding else out[6])
+        return P + theta * (out[3][2] - P), (M + theta * (out[4] - M) if herding else out[4])
 
     n_busy = sum(pa.in_window for pa in pops)
     workers = min(int(options.workers), n_busy)
@@ -1013,14 +1116,22 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
     try:
         acc = _Anderson(int(options.anderson), theta)
         rejections = 0
-        out, res = sweep(P, M)
+        out, res = sweep(P, M, options.max_iter == 1)
         converged = res <= options.tol
+        accepted = [res]
+
+        def last_one():
+            """Whether the next evaluation is expected to be the accepted last one."""
+            if len(res_P) + 1 >= options.max_iter:
+                return True
+            return len(accepted) >= 2 and accepted[-1] * accepted[-1] <= options.tol * accepted[-2]
+
         while not converged and len(res_P) < options.max_iter:
             xk = pack(P, M)
             fk = residual(out, P, M)
             acc.record(xk, fk)
             cand, is_aa = acc.propose(xk, fk)
-            P_c, M_c = unpack(cand, out[6])
+            P_c, M_c = unpack(cand, out[4])
             if is_aa and not valid(P_c, M_c):
                 P_c, M_c = damped_step(xk, fk, P, M, out)
                 is_aa = False
@@ -1028,60 +1139,78 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
                 acc.reset()
             elif not is_aa and not valid(P_c, M_c):
                 P_c, M_c = damped_step(xk, fk, P, M, out)
-            out_c, res_c = sweep(P_c, M_c)
+            out_c, res_c = sweep(P_c, M_c, last_one())
             if is_aa and res_c > res and len(res_P) < options.max_iter:
                 # the Anderson step made things worse: take the damped step instead
                 rejections += 1
                 acc.reset()
                 acc.last = (xk, fk)
                 P_c, M_c = damped_step(xk, fk, P, M, out)
-                out_c, res_c = sweep(P_c, M_c)
+                out_c, res_c = sweep(P_c, M_c, last_one())
             P, M, out, res = P_c, M_c, out_c, res_c
+            accepted.append(res)
             converged = res <= options.tol
         if not converged:
             warnings.warn(f"LP-exit fixed point stopped after {len(res_P)} iterations with residual "
                           f"{res:.3g} > tol={options.tol:g}", ConvergenceWarning, stacklevel=2)
 
+        # every row of the accepted iterate's values, policy and densities: if the
+        # evaluation that produced ``out`` did not keep them, one more evaluation on the
+        # very same path (bit-identical numbers)
+        s = time.perf_counter()
+        P_it, M_it, exit_mass, mkt, M_final, _ = out
+        if full_rows["owner"] is not out:
+            n_res, kept = (len(res_P), len(res_M)), dict(timings)
+            sweep(P_it, M_it, True)
+            del res_P[n_res[0]:], res_M[n_res[1]:]  # not an iteration: drop its residuals and timings
+            timings.update(kept)
+            full_rows["owner"] = out
+        V_all, Q_all, TH_all, m_all = full_rows["arrays"]
+        timings["final"] = time.perf_counter() - s
+        S, s_hat, P_final, K, pi = mkt
+
+        # exploitability on the final path (the one the policy's own flows produce): hard
+        # best response vs the equilibrium policy.  Against the iterate's path instead, the
+        # policy values would already be at hand, but a hard (temperature 0) iterate would
+        # then always score exactly 0, converged or not.  Only the value at entry is
+        # needed: the sweeps keep two rows.
+        s = time.perf_counter()
+
+        def gain_of(k, c, G):
+            pa = pops[k]
+            if not pa.in_window:
+                return 0.0
+            args = (pa.n_first, pa.n_last, terminal, c, pa.drift_a, sigma[k], dt, pa.discount, pa.running, G,
+                    pa.q_max)
+            q_buf, rows, _, thr_buf = buf = scratch.get()
+            try:
+                backward(*args, 0.0, False, dummy_q, lower, dx, rows, q_buf, thr_buf)
+                v_br = rows[pa.n_first & 1].copy()
+                backward(*args, 0.0, True, Q_all[k], lower, dx, rows, q_buf, thr_buf)
+                return float(np.dot(m_start[k], v_br - rows[pa.n_first & 1]))
+            finally:
+                scratch.put(buf)
+
+        coeffs = drift_and_exit_value(P_final, M_final)
+        if pool is None:
+            gains = [gain_of(k, c, G) for k, (c, G) in enumerate(coeffs)]
+        else:
+            gains = list(pool.map(gain_of, range(n_pop), *zip(*coeffs)))
+        gain = 0.0
+        for w, g_k in zip(weights, gains):  # summed in population order whatever the thread count
+            gain += w * g_k
+        timings["exploitability"] = time.perf_counter() - s
     finally:
         if pool is not None:
             pool.shutdown()
 
-    V, Q, TH, Ms, exit_mass, mkt, M_final, _ = out
-    S, s_hat, P_final, K, pi = mkt
-
-    # exploitability on the final path (the one the policy's own flows produce): hard
-    # best response vs the equilibrium policy.  Against the iterate's path instead, the
-    # policy values would already be at hand, but a hard (temperature 0) iterate would
-    # then always score exactly 0, converged or not.
-    s = time.perf_counter()
-
-    def gain_of(k, c, G):
-        pa = pops[k]
-        if not pa.in_window:
-            return 0.0
-        args = (pa.n_first, pa.n_last, terminal, c, pa.drift_a, sigma[k], dt, pa.discount, pa.running, G, pa.q_max)
-        v_br = backward(*args, 0.0, False, dummy_q, lower, dx)[0]
-        v_eq = backward(*args, 0.0, True, Q[k], lower, dx)[0]
-        return float(np.dot(m_start[k], v_br[pa.n_first] - v_eq[pa.n_first]))
-
-    coeffs = drift_and_exit_value(P_final, M_final)
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as ex:
-            gains = list(ex.map(gain_of, range(n_pop), *zip(*coeffs)))
-    else:
-        gains = [gain_of(k, c, G) for k, (c, G) in enumerate(coeffs)]
-    gain = 0.0
-    for w, g_k in zip(weights, gains):  # summed in population order whatever the thread count
-        gain += w * g_k
-    timings["exploitability"] = time.perf_counter() - s
-
     # bookkeeping of masses: active / exited / matured
-    density = np.zeros((n_pop, N + 1, grid.n_L))
+    density = m_all
     active_mass = np.zeros((n_pop, N + 1))
     exited_mass = np.zeros((n_pop, N + 1))
     matured_mass = np.zeros((n_pop, N + 1))
     edge = 0.0
-    for k, (pa, m, e, a) in enumerate(zip(pops, Ms, exit_mass, active)):
+    for k, (pa, m, e, a) in enumerate(zip(pops, m_all, exit_mass, active)):
         if not pa.in_window:
             exited_mass[k] = pa.exited0
             matured_mass[k] = pa.matured0
@@ -1092,8 +1221,9 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         matured_mass[k, pa.n_first:] = pa.matured0
         if pa.matures:
             matured_mass[k, pa.n_last:] += m[pa.n_last].sum()
-        density[k] = np.where(a[:, None], m, 0.0) / dx
         active_mass[k] = np.where(a, m.sum(axis=1), 0.0)
+        m[~a] = 0.0  # the density of the active LPs: m / dx on active rows, 0 elsewhere
+        np.divide(m, dx, out=m)
     if edge > EDGE_MASS_WARN:
         warnings.warn(f"up to {edge:.2g} of a population's mass sits on an end node of [{grid.L_min}, {grid.L_max}]: "
                       "the clamped boundary is felt; widen the grid", BoundaryMassWarning, stacklevel=2)
@@ -1116,10 +1246,10 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         exited_mass=exited_mass,
         matured_mass=matured_mass,
         mean_liquidity=M_final,
-        exit_prob=np.array(Q),
-        value=np.array(V),
+        exit_prob=Q_all,
+        value=V_all,
         density=density,
-        threshold=np.array(TH),
+        threshold=TH_all,
         residuals=np.maximum(res_P, res_M),
         price_residuals=np.array(res_P),
         mean_residuals=np.array(res_M),

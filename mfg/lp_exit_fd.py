@@ -9,7 +9,10 @@ same exit rule (logit with ``temperature`` in value units, hard rule at
 ``threshold`` (highest zero of the P1 interpolant of ``C - G``).  Only the transition
 of ``L`` over a step is discretised differently, so that comparing the two methods
 checks the semi-Lagrangian scheme against an independent one.  :func:`mfg.lp_exit.solve`
-uses them with ``method="fd"``.
+uses them with ``method="fd"``, through their buffered forms :func:`_fd_backward` and
+:func:`_fd_forward` (the contract of :func:`mfg.lp_exit._sl_backward` and
+:func:`mfg.lp_exit._sl_forward`: output arrays passed in, two rows kept on request, the
+mean-field moments and the exit sensitivity summed in the forward sweep).
 
 Scheme (one step ``n``, from ``t_n`` to ``t_{n+1}``)
 -----------------------------------------------------
@@ -152,7 +155,7 @@ def _solve_step(drift_c_t, drift_a, sigma_t, dt, lower, dx, rhs, transpose, cp, 
         out[i] += cp[i] * out[i + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fd_backward_sweep(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max,
                       temperature, evaluate, q_given, lower, dx):
     """Backward implicit finite-difference sweep with the exit step of MODEL.md 2.3 (one population).
@@ -160,20 +163,43 @@ def fd_backward_sweep(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, di
     Same signature, arguments and returns ``(V, q, threshold)`` as
     :func:`mfg.lp_exit.backward_sweep`; the continuation value is
     ``C = running + discount * (I - dt A_n)^{-1} V^{n+1}`` (module docstring) instead of
-    the SL two-foot average.
+    the SL two-foot average.  The work is done by :func:`_fd_backward`.
     """
     n_t = drift_c.shape[0]
     n = running.shape[0]
     V = np.full((n_t, n), np.nan)
     q = np.zeros((n_t, n))
     thr = np.full(n_t, np.nan)
+    _fd_backward(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max, temperature,
+                 evaluate, q_given, lower, dx, V, q, thr)
+    return V, q, thr
+
+
+@njit(cache=True, nogil=True)
+def _fd_backward(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max, temperature,
+                 evaluate, q_given, lower, dx, V, q, thr):
+    """:func:`fd_backward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit._sl_backward`.
+
+    ``V`` is ``(n_t, n)`` (every row) or ``(2, n)`` (two rows, row ``t`` in ``V[t % 2]``);
+    writes ``V`` rows ``n_first..n_last``, ``q`` rows ``n_first..n_last-1`` and
+    ``thr[n_first:n_last]`` (NaN where no threshold).
+    """
+    n = running.shape[0]
+    full = V.shape[0] != 2 or drift_c.shape[0] == 2
     D = np.empty(n)
     cp = np.empty(n)
     E = np.empty(n)
+    nl = n_last if full else n_last & 1
     for i in range(n):
-        V[n_last, i] = terminal[i]
+        V[nl, i] = terminal[i]
     for t in range(n_last - 1, n_first - 1, -1):
-        _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, V[t + 1], False, cp, E)
+        if full:
+            nxt = V[t + 1]
+            cur = V[t]
+        else:
+            nxt = V[(t + 1) & 1]
+            cur = V[t & 1]
+        _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, nxt, False, cp, E)
         gt = G[t]
         for i in range(n):
             c = running[i] + discount * E[i]
@@ -187,38 +213,85 @@ def fd_backward_sweep(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, di
             else:
                 qi = 0.0
             q[t, i] = qi
-            V[t, i] = c + qi * d
+            cur[i] = c + qi * d
             D[i] = -d
+        thr[t] = np.nan
         for i in range(n - 2, -1, -1):
             if D[i] <= 0.0 and D[i + 1] > 0.0:
                 thr[t] = lower + dx * (i + (-D[i]) / (D[i + 1] - D[i]))
                 break
-    return V, q, thr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fd_forward_sweep(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx):
     """Exact transpose of :func:`fd_backward_sweep` (one population).
 
     Same signature and returns ``(m, exited)`` as :func:`mfg.lp_exit.forward_sweep`:
     ``m0`` (nodal masses) is placed at step ``n_first``; in step ``n`` the mass
     ``m_i q_i`` exits and ``m^{n+1}`` solves ``(I - dt A_n)^T m^{n+1} = m^n (1 - q)``.
+    The work is done by :func:`_fd_forward`.
     """
     n_t = drift_c.shape[0]
     n = m0.shape[0]
     m = np.zeros((n_t, n))
     exited = np.zeros(n_t)
+    _fd_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, m, exited, m0, 0.0,
+                np.empty((0, 0)))
+    return m, exited
+
+
+@njit(cache=True, nogil=True)
+def _fd_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, m, exited, x, q_max, stats):
+    """:func:`fd_forward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit._sl_forward`.
+
+    ``m`` is ``(n_t, n)`` or ``(2, n)`` (row ``t`` in ``m[t % 2]``); ``stats`` is ``(3, n_t)``
+    (mass, first moment over ``x``, exit sensitivity per step, summed in node order) or empty.
+    """
+    n = m0.shape[0]
+    full = m.shape[0] != 2 or drift_c.shape[0] == 2
+    want = stats.shape[0] == 3
+    sens = want and q_max > 0.0
+    inv = 1.0 / q_max if sens else 0.0
     cp = np.empty(n)
     rhs = np.empty(n)
+    r0 = n_first if full else n_first & 1
     for i in range(n):
-        m[n_first, i] = m0[i]
+        m[r0, i] = m0[i]
     for t in range(n_first, n_last):
-        cur = m[t]
+        if full:
+            cur = m[t]
+            nxt = m[t + 1]
+        else:
+            cur = m[t & 1]
+            nxt = m[(t + 1) & 1]
         e = 0.0
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
         for i in range(n):
-            out = cur[i] * q[t, i]
+            mass = cur[i]
+            qi = q[t, i]
+            out = mass * qi
             e += out
-            rhs[i] = cur[i] - out
+            rhs[i] = mass - out
+            if want:
+                s0 += mass
+                s1 += x[i] * mass
+                if sens and qi > 0.0:
+                    s2 += mass * qi * (1.0 - qi * inv)
         exited[t] = e
-        _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, rhs, True, cp, m[t + 1])
-    return m, exited
+        if want:
+            stats[0, t] = s0
+            stats[1, t] = s1
+            stats[2, t] = s2
+        _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, rhs, True, cp, nxt)
+    if want:
+        cur = m[n_last] if full else m[n_last & 1]
+        s0 = 0.0
+        s1 = 0.0
+        for i in range(n):
+            s0 += cur[i]
+            s1 += x[i] * cur[i]
+        stats[0, n_last] = s0
+        stats[1, n_last] = s1
+        stats[2, n_last] = 0.0
