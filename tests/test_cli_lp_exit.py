@@ -71,7 +71,7 @@ def test_resolve_scenario(tmp_path):
     f = tmp_path / "mine.toml"
     f.write_text("# mine\n")
     assert resolve_scenario(f) == f and scenario_description(f) == "mine"
-    with pytest.raises(ScenarioNotFound, match="calm, shock_demo"):
+    with pytest.raises(ScenarioNotFound, match=r"calm.*shock_demo"):
         resolve_scenario("nope")
 
 
@@ -94,7 +94,8 @@ def test_bad_toml_gives_exit_code_2_and_names_the_field(tmp_path, edit, field):
 
 def test_missing_and_unparsable_files_give_exit_code_2(tmp_path):
     r = invoke("lp-exit", "no_such_scenario")
-    assert r.exit_code == 2 and "calm, shock_demo" in r.output and len(r.output.strip().splitlines()) == 1
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "calm" in r.output and "shock_demo" in r.output  # the error lists the shipped names
     bad = tmp_path / "broken.toml"
     bad.write_text("[model\nstart = 1")
     r = invoke("lp-exit", str(bad))
