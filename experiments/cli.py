@@ -122,7 +122,33 @@ def demo(out: Path) -> None:
     plt.close(fig)
     click.echo(f"figure: {path}")
     _demo_lp_exit(out)
+    _demo_convergence(out)
     click.echo(f"demo total: {time.perf_counter() - start:.1f} s (figures included)")
+
+
+def _demo_convergence(out: Path) -> None:
+    """The convergence part of the demo: a small O(1/sqrt(N)) study of the LP market (in-process)."""
+    from .convergence import demo_config, run_study
+
+    start = time.perf_counter()
+    click.echo("")
+    click.echo("Finite-N LP market with the MFG policy against the MFG (MODEL.md 2.8), N = 1e2..1e4 "
+               "(`gelav convergence` runs the full study)")
+    res = run_study(demo_config(), out / "convergence", executor="inprocess", overwrite=True, progress=False,
+                    dpi=90)
+    picked = res.slopes.set_index("quantity")
+    m_last = [q for q in picked.index if q.startswith("M(")][-1]
+    for q, label in (("P_avg", "time-average abs(P^N - P)"), ("F(T)", "fraction exited at T"),
+                     (m_last, "mean liquidity at T")):
+        r = picked.loc[q]
+        click.echo(f"  RMSE slope of {label:<26} {r['slope']:+.3f} [{r['slope_lo']:+.3f}, {r['slope_hi']:+.3f}] "
+                   f"(theory -0.5)")
+    e = res.exploitability
+    click.echo(f"  exploitability of the MFG policy: {e['exploitability'].iloc[0]:.1e} at N = {e['n'].iloc[0]:.0e}, "
+               f"{e['exploitability'].iloc[-1]:.1e} at N = {e['n'].iloc[-1]:.0e} (MFG's own "
+               f"{e['mfg_exploitability'].iloc[0]:.1e})")
+    click.echo(f"figure: {out / 'convergence' / 'convergence.png'}")
+    click.echo(f"convergence part: {time.perf_counter() - start:.1f} s")
 
 
 def _demo_lp_exit(out: Path) -> None:
@@ -214,6 +240,62 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
 
 
 @main.command()
+@click.option("--quick", is_flag=True, help="Reduced study: N up to 1e5, fewer replications (under a minute).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study folder (resumable): task files, CSV tables, summary, figure  "
+                   "[default: gelav-output/convergence or gelav-output/convergence-quick]")
+@click.option("--models", default=None,
+              help="Comma-separated models: lp (LP market, solver's step), lp-exact (exact OU step), "
+                   "pf (price formation)  [default: lp,pf]")
+@click.option("--executor", type=click.Choice(["auto", "inprocess", "processes", "dask"]), default="auto",
+              show_default=True, help="Where the tasks run (auto: processes when more than one worker).")
+@click.option("--workers", type=click.IntRange(1, None), default=None,
+              help="Worker processes (processes, local Dask cluster)  [default: the CPUs available]")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (implies --executor dask).")
+@click.option("--seed", type=click.IntRange(0, None), default=None, help="Sweep seed  [default: 20261122]")
+@click.option("--overwrite", is_flag=True, help="Discard a different study found in the folder.")
+@click.option("--dpi", type=click.IntRange(50, 400), default=110, show_default=True, help="Figure resolution.")
+def convergence(quick: bool, out: Path | None, models: str | None, executor: str, workers: int | None,
+                scheduler: str | None, seed: int | None, overwrite: bool, dpi: int) -> None:
+    """The O(1/sqrt(N)) convergence study: finite-N markets against their MFG limits.
+
+    Writes convergence.csv, slopes.csv, exploitability.csv, summary.md and convergence.png
+    into the folder and prints the summary.  The folder is resumable: a re-run skips the
+    finished tasks (docs/convergence.md).
+    """
+    from dataclasses import replace
+
+    from . import convergence as cv
+    from .runner import SweepConfigError
+
+    config = cv.quick_config() if quick else cv.default_config()
+    if models:
+        try:
+            config = config.with_models([m.strip() for m in models.split(",") if m.strip()])
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    if seed is not None:
+        config = replace(config, seed=seed)
+    if scheduler is not None:
+        if executor not in ("auto", "dask"):
+            raise InputError(f"--scheduler needs --executor dask (got {executor})")
+        if workers is not None:
+            raise InputError("--workers sizes a local cluster; a running scheduler has its own workers")
+        executor = "dask"
+    out = DEFAULT_OUT / ("convergence-quick" if quick else "convergence") if out is None else out
+    n_tasks = len(cv.plan_tasks(config))
+    click.echo(f"convergence study ({config.label}): models {', '.join(config.models)}, {n_tasks} tasks, "
+               f"executor {executor}, folder {out}")
+    try:
+        res = cv.run_study(config, out, executor=executor, n_workers=workers, scheduler=scheduler,
+                           overwrite=overwrite, dpi=dpi)
+    except SweepConfigError as exc:
+        raise InputError(f"{exc}\n(pass --overwrite to discard it)") from None
+    click.echo(res.summary)
+    click.echo("written: " + ", ".join(str(p) for p in res.files))
+
+
+@main.command()
 def scenarios() -> None:
     """List the shipped LP-exit scenarios (use the name with `gelav lp-exit NAME`)."""
     from .lp_exit_report import shipped_scenarios
@@ -263,6 +345,12 @@ def reproduce_price_formation(out: Path, order: bool, finite_n: bool, seed: int)
     click.echo("all meshes within the targets (price 20%, u and m factor 2.5, iterations)"
                if ok else "WARNING: some meshes miss the targets; see the ratio columns in the CSV")
     sys.exit(0 if ok else 1)
+
+
+# command groups that live beside their experiments (imported lazily inside their commands)
+from .crisis.cli import crisis as _crisis_group  # noqa: E402
+
+main.add_command(_crisis_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,10 @@ def test_demo_prints_errors_close_to_the_paper_and_writes_a_figure(tmp_path):
     assert abs(float(errors["price"]) / 2.1e-3 - 1) < 0.2
     assert 1.2e-3 / 2.5 < float(errors["u(.,0)"]) < 1.2e-3 * 2.5
     assert (tmp_path / "price_formation_test1.png").stat().st_size > 10_000
+    # the small convergence study: its slopes and figure
+    assert re.search(r"RMSE slope of time-average abs\(P\^N - P\)\s+-0\.[45]", result.output)
+    assert f"figure: {tmp_path / 'convergence' / 'convergence.png'}" in result.output
+    assert (tmp_path / "convergence" / "convergence.png").stat().st_size > 10_000
 
 
 def test_reproduce_writes_tables_within_targets(tmp_path):
