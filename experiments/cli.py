@@ -349,8 +349,10 @@ def reproduce_price_formation(out: Path, order: bool, finite_n: bool, seed: int)
 
 # command groups that live beside their experiments (imported lazily inside their commands)
 from .crisis.cli import crisis as _crisis_group  # noqa: E402
+from .dataset_cli import dataset as _dataset_group  # noqa: E402
 
 main.add_command(_crisis_group)
+main.add_command(_dataset_group)
 
 
 if __name__ == "__main__":  # pragma: no cover
