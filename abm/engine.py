@@ -702,6 +702,67 @@ class MarketSimulation:
 # ----------------------------------------------------------------------------------
 
 
+class MarketState:
+    """The state of ``n_reps`` replications of a prepared market, and the kernel that advances it.
+
+    The set-up :func:`simulate` runs (initial draws, the shock at ``t_0``, the result and
+    work arrays); :meth:`run` calls :func:`_run_steps` on it, so a driver that advances the
+    market in pieces (``run(n, n + 1)`` step by step, e.g. :mod:`experiments.datasets`) runs
+    :func:`simulate`'s market bit for bit.  ``snapshots`` is ``None`` or
+    ``(snap_index, snap_L, snap_status)`` (see :func:`simulate`).
+    """
+
+    def __init__(self, su: MarketSetup, n_reps: int, snapshots=None):
+        self.su = su
+        n_t = su.t.size
+        n_pop = len(su.names)
+        R, n = n_reps, su.n_agents
+        nb = su.n_blocks
+        L = np.empty((R, n))
+        gens = []
+        for r in range(R):
+            g = block_generators(replication_seed(su.seed, r), nb)
+            L[r] = su.initial_liquidity(g)
+            gens.extend(g)
+        status = np.tile(su.initial_statuses(), (R, 1))
+        # shock at t_0: shift the LPs active at the start, cut the initial capital
+        for k in range(n_pop):
+            if su.shift[k, 0] != 0.0:
+                sel = (su.pop == k) & (status[0] == ACTIVE)
+                L[:, sel] += su.shift[k, 0]
+        self.L, self.status = L, status
+        self.s_hat = np.full(R, su.S0)
+        self.K = np.full(R, su.K0 * (1.0 - su.cut[0]))
+        if snapshots is None:
+            snapshots = (np.full(n_t, -1, dtype=np.int64), np.zeros((1, 1, 1)), np.zeros((1, 1, 1), dtype=np.int8))
+        self.snap_index, self.snap_L, self.snap_status = snapshots
+        self.out = dict(
+            price=np.empty((R, n_t)), vintage_price=np.empty((R, n_pop, n_t)), buyer_capital=np.empty((R, n_t)),
+            sell_pressure=np.empty((R, n_t)), sell_flow=np.empty((R, n_t)),
+            exits=np.zeros((R, n_pop, n_t), np.int64), active_count=np.zeros((R, n_pop, n_t), np.int64),
+            mean_liquidity=np.empty((R, n_t)),
+        )
+        self.sumL = np.zeros((R * nb, n_pop))
+        self.cnt = np.zeros((R * nb, n_pop), np.int64)
+        self.ex = np.zeros((R * nb, n_pop), np.int64)
+        self.cst = np.zeros((R, n_pop))
+        self.gens = List(gens)
+        self.q_given = np.zeros((R, n)) if su.policy.kind == GIVEN else np.zeros((1, 1))
+        self.n_per_pop_f = su.n_per_pop.astype(np.float64)
+
+    def run(self, n0: int, n1: int) -> None:
+        """Steps ``n0..n1-1`` of every replication (a callable policy's ``q_given`` filled by the caller)."""
+        su, bp, o = self.su, self.su.policy, self.out
+        _run_steps(n0, n1, su.n_steps, self.L, self.status, su.pop_starts, su.starts, self.gens, bp.kind, bp.table,
+                   bp.lower, bp.dx, bp.threshold, bp.prob, self.q_given, su.n_first, su.n_last, su.matures, su.per_w,
+                   self.n_per_pop_f, su.weights, su.kappa_target, su.lam, su.alpha, su.decay, su.gain, su.sd,
+                   su.drift_a, su.sq, su.life, su.dt, su.pbar, su.Kbar, su.beta, su.tau_s, su.theta_K,
+                   DEFAULT_K_FLOOR, su.exact, su.shift, su.cut, self.s_hat, self.K, self.cst, self.sumL, self.cnt,
+                   self.ex, o["price"], o["vintage_price"], o["buyer_capital"], o["sell_pressure"], o["sell_flow"],
+                   o["exits"], o["active_count"], o["mean_liquidity"], self.snap_index, self.snap_L,
+                   self.snap_status)
+
+
 def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=None, *, dt: float | None = None,
              inputs: MarketInputs | None = None, events=(), snapshot_times=None, block_size: int = BLOCK_SIZE,
              transition: str = "exact", threads: int | None = None) -> MarketSimulation:
@@ -736,23 +797,7 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
     su = prepare(model, policy, n_agents, seed, dt=dt, inputs=inputs, events=events, block_size=block_size,
                  transition=transition)
     n_t = su.t.size
-    n_pop = su.names.__len__()
     R, n = n_reps, su.n_agents
-    nb = su.n_blocks
-    L = np.empty((R, n))
-    gens = []
-    for r in range(R):
-        g = block_generators(replication_seed(su.seed, r), nb)
-        L[r] = su.initial_liquidity(g)
-        gens.extend(g)
-    status = np.tile(su.initial_statuses(), (R, 1))
-    # shock at t_0: shift the LPs active at the start, cut the initial capital
-    for k in range(n_pop):
-        if su.shift[k, 0] != 0.0:
-            sel = (su.pop == k) & (status[0] == ACTIVE)
-            L[:, sel] += su.shift[k, 0]
-    s_hat = np.full(R, su.S0)
-    K = np.full(R, su.K0 * (1.0 - su.cut[0]))
     if snapshot_times is not None:
         times = np.atleast_1d(np.asarray(snapshot_times, dtype=float))
         if times.size == 0 or not np.all(np.isfinite(times)):
@@ -763,45 +808,24 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
         steps = np.unique(steps)
         snap_index = np.full(n_t, -1, dtype=np.int64)
         snap_index[steps] = np.arange(steps.size)
-        snap_L = np.zeros((R, steps.size, n))
-        snap_st = np.zeros((R, steps.size, n), dtype=np.int8)
+        snaps = (snap_index, np.zeros((R, steps.size, n)), np.zeros((R, steps.size, n), dtype=np.int8))
     else:
         steps = None
-        snap_index = np.full(n_t, -1, dtype=np.int64)
-        snap_L = np.zeros((1, 1, 1))
-        snap_st = np.zeros((1, 1, 1), dtype=np.int8)
-    out = dict(
-        price=np.empty((R, n_t)), vintage_price=np.empty((R, n_pop, n_t)), buyer_capital=np.empty((R, n_t)),
-        sell_pressure=np.empty((R, n_t)), sell_flow=np.empty((R, n_t)), exits=np.zeros((R, n_pop, n_t), np.int64),
-        active_count=np.zeros((R, n_pop, n_t), np.int64), mean_liquidity=np.empty((R, n_t)),
-    )
-    sumL = np.zeros((R * nb, n_pop))
-    cnt = np.zeros((R * nb, n_pop), np.int64)
-    ex = np.zeros((R * nb, n_pop), np.int64)
-    cst = np.zeros((R, n_pop))
-    bp = su.policy
-    typed_gens = List(gens)
-    q_given = np.zeros((R, n)) if bp.kind == GIVEN else np.zeros((1, 1))
-
-    def run(n0, n1):
-        _run_steps(n0, n1, su.n_steps, L, status, su.pop_starts, su.starts, typed_gens, bp.kind, bp.table, bp.lower,
-                   bp.dx, bp.threshold, bp.prob, q_given, su.n_first, su.n_last, su.matures, su.per_w,
-                   su.n_per_pop.astype(np.float64), su.weights, su.kappa_target, su.lam, su.alpha, su.decay, su.gain,
-                   su.sd, su.drift_a, su.sq, su.life, su.dt, su.pbar, su.Kbar, su.beta, su.tau_s, su.theta_K,
-                   DEFAULT_K_FLOOR, su.exact, su.shift, su.cut, s_hat, K, cst, sumL, cnt, ex, out["price"],
-                   out["vintage_price"], out["buyer_capital"], out["sell_pressure"], out["sell_flow"], out["exits"],
-                   out["active_count"], out["mean_liquidity"], snap_index, snap_L, snap_st)
+        snaps = None
+    ms = MarketState(su, R, snaps)
+    L, status, out, bp = ms.L, ms.status, ms.out, su.policy
+    snap_L, snap_st = ms.snap_L, ms.snap_status
 
     old_threads = numba.get_num_threads()
     threads = old_threads if threads is None else _check_int(threads, "threads", 1)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         if bp.kind != GIVEN:
-            run(0, n_t)
+            ms.run(0, n_t)
         else:
             for step in range(n_t):
-                _callable_step(su, bp, step, L, status, q_given, out, s_hat, K)
-                run(step, step + 1)
+                _callable_step(su, bp, step, L, status, ms.q_given, out, ms.s_hat, ms.K)
+                ms.run(step, step + 1)
     finally:
         numba.set_num_threads(old_threads)
     return MarketSimulation(

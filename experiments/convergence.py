@@ -354,19 +354,6 @@ def _worker_threads() -> int | None:
     return 1 if multiprocessing.parent_process() is not None else None
 
 
-def _initial_masses(mean: float, std: float, x: np.ndarray, lower: float, dx: float) -> np.ndarray:
-    """The solver's nodal initial masses (``mfg.lp_exit``): the Gaussian density at the nodes,
-    normalised to unit mass; a point mass split by P1 weights when ``std = 0``."""
-    from mfg.semi_lagrangian import deposit_at
-
-    if std == 0.0:
-        out = np.zeros(x.size)
-        deposit_at(out, lower, dx, mean, 1.0)
-        return out
-    w = np.exp(-0.5 * ((x - mean) / std) ** 2)
-    return w / w.sum()
-
-
 def lp_exploitability(res, price: np.ndarray, mean_liquidity: np.ndarray) -> float:
     """Exploitability of the MFG policy ``res.exit_prob`` against the paths ``(price, mean_liquidity)``.
 
@@ -379,7 +366,7 @@ def lp_exploitability(res, price: np.ndarray, mean_liquidity: np.ndarray) -> flo
     exploitability of the MFG policy in the N-player game.  Needs a result solved from
     the model's start (no initial state, no events).
     """
-    from mfg.lp_exit import backward_sweep
+    from mfg.lp_exit import _initial_masses, backward_sweep
 
     model, grid = res.model, res.grid
     if abs(res.t[0] - model.start) > 1e-9:

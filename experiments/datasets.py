@@ -16,8 +16,8 @@ the package version.
 
 How the market is run
 ---------------------
-The engine's own kernel :func:`abm.engine._run_steps` is called one step at a time on the
-engine's own set-up (:func:`abm.engine.prepare`, :func:`~abm.engine.block_generators`), so
+The engine's own state and kernel (:class:`abm.engine.MarketState`, the set-up of
+:func:`abm.engine.simulate` on :func:`abm.engine.prepare`) are advanced one step at a time, so
 the market is the one :func:`abm.engine.simulate` runs with the same seed, bit for bit
 (tested); between two steps the LPs whose status turned to ``sold`` are the step's sellers,
 and at each quarter boundary the LPs' state is streamed to the panel (one Parquet row
@@ -404,64 +404,15 @@ def _build_overlay(su, res, opts: DatasetOptions, events) -> _Overlay:
 # ----------------------------------------------------------------------------------
 
 
-class _Market:
-    """One replication of :func:`abm.engine.simulate`, advanced one step at a time."""
+def _market(su):
+    """One replication of :func:`abm.engine.simulate` (:class:`abm.engine.MarketState`), advanced
+    one step at a time by ``run(n, n + 1)``."""
+    from abm.engine import MarketState
+    from abm.policies import GIVEN
 
-    def __init__(self, su):
-        from abm.engine import ACTIVE, block_generators, replication_seed
-        from abm.policies import GIVEN
-
-        if su.policy.kind == GIVEN:
-            raise ValueError("datasets need an array policy (the MFG's), not a callable")
-        self.su = su
-        n_t = su.t.size
-        n_pop = len(su.names)
-        nb = su.n_blocks
-        gens = block_generators(replication_seed(su.seed, 0), nb)
-        self.L = su.initial_liquidity(gens)[None, :].copy()
-        self.status = su.initial_statuses()[None, :].copy()
-        for k in range(n_pop):
-            if su.shift[k, 0] != 0.0:
-                sel = (su.pop == k) & (self.status[0] == ACTIVE)
-                self.L[0, sel] += su.shift[k, 0]
-        self.s_hat = np.full(1, su.S0)
-        self.K = np.full(1, su.K0 * (1.0 - su.cut[0]))
-        self.out = dict(
-            price=np.empty((1, n_t)), vintage_price=np.empty((1, n_pop, n_t)), buyer_capital=np.empty((1, n_t)),
-            sell_pressure=np.empty((1, n_t)), sell_flow=np.empty((1, n_t)),
-            exits=np.zeros((1, n_pop, n_t), np.int64), active_count=np.zeros((1, n_pop, n_t), np.int64),
-            mean_liquidity=np.empty((1, n_t)),
-        )
-        self.sumL = np.zeros((nb, n_pop))
-        self.cnt = np.zeros((nb, n_pop), np.int64)
-        self.ex = np.zeros((nb, n_pop), np.int64)
-        self.cst = np.zeros((1, n_pop))
-        self.q_given = np.zeros((1, 1))
-        self.gens = _typed_list(gens)
-        self.snap_index = np.full(n_t, -1, dtype=np.int64)
-        self.snap_L = np.zeros((1, 1, 1))
-        self.snap_st = np.zeros((1, 1, 1), dtype=np.int8)
-        self.n_per_pop_f = su.n_per_pop.astype(np.float64)
-
-    def step(self, n: int) -> None:
-        from abm.engine import _run_steps
-        from mfg.market import DEFAULT_K_FLOOR
-
-        su, bp, o = self.su, self.su.policy, self.out
-        _run_steps(n, n + 1, su.n_steps, self.L, self.status, su.pop_starts, su.starts, self.gens, bp.kind,
-                   bp.table, bp.lower, bp.dx, bp.threshold, bp.prob, self.q_given, su.n_first, su.n_last,
-                   su.matures, su.per_w, self.n_per_pop_f, su.weights, su.kappa_target, su.lam, su.alpha, su.decay,
-                   su.gain, su.sd, su.drift_a, su.sq, su.life, su.dt, su.pbar, su.Kbar, su.beta, su.tau_s,
-                   su.theta_K, DEFAULT_K_FLOOR, su.exact, su.shift, su.cut, self.s_hat, self.K, self.cst, self.sumL,
-                   self.cnt, self.ex, o["price"], o["vintage_price"], o["buyer_capital"], o["sell_pressure"],
-                   o["sell_flow"], o["exits"], o["active_count"], o["mean_liquidity"], self.snap_index, self.snap_L,
-                   self.snap_st)
-
-
-def _typed_list(items):
-    from numba.typed import List
-
-    return List(items)
+    if su.policy.kind == GIVEN:
+        raise ValueError("datasets need an array policy (the MFG's), not a callable")
+    return MarketState(su, 1)
 
 
 # ----------------------------------------------------------------------------------
@@ -612,7 +563,7 @@ def generate(scenario, n_lps: int, seed: int, out, *, options: DatasetOptions | 
     tx = {k: [] for k in ("step", "agent")}
     bid_rng = _overlay_rng(su.seed, 3)
     bid_z: list[np.ndarray] = []
-    mk = _Market(su)
+    mk = _market(su)
     boundary = {n: int(qi[n]) - 1 for n in range(1, n_t) if qi[n] != qi[n - 1]}
 
     old_threads = numba.get_num_threads()
@@ -637,7 +588,7 @@ def generate(scenario, n_lps: int, seed: int, out, *, options: DatasetOptions | 
                             active_true[k, n] = ov.commit[k] * float(act @ ov.idx_true[:, n])
                             active_rep[k, n] = ov.commit[k] * float(act @ ov.idx_rep[:, n])
                     before = mk.status[0].copy()
-                    mk.step(n)
+                    mk.run(n, n + 1)
                     changed = np.flatnonzero(mk.status[0] != before)
                     sold = changed[mk.status[0, changed] == SOLD]
                     if sold.size:

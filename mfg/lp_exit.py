@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from ._exit_rule import _last_stats, _logistic
 from .lp_exit_fd import _fd_backward, _fd_forward, fd_backward_sweep, fd_forward_sweep
 from .lp_params import Grid, LPExitModel, SolverOptions
 from .market import DEFAULT_K_FLOOR, market_constants, market_path
@@ -99,15 +100,6 @@ class BoundaryMassWarning(RuntimeWarning):
 #: (the neglected probability is below ``q_max * exp(-40) = 4e-18 q_max``); above
 #: ``+LOGIT_CUTOFF`` the logistic function is exactly 1.0 in double precision anyway.
 LOGIT_CUTOFF = 40.0
-
-
-@njit(cache=True, inline="always")
-def _logistic(x):
-    # the two branches avoid overflow of exp for large |x|
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 @njit(cache=True, inline="always")
@@ -384,15 +376,7 @@ def _sl_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, 
             stats[1, t] = s1
             stats[2, t] = s2
     if want:
-        cur = m[n_last] if full else m[n_last & 1]
-        s0 = 0.0
-        s1 = 0.0
-        for i in range(n):
-            s0 += cur[i]
-            s1 += x[i] * cur[i]
-        stats[0, n_last] = s0
-        stats[1, n_last] = s1
-        stats[2, n_last] = 0.0
+        _last_stats(m, n_last, full, x, stats)
 
 
 @njit(cache=True)
@@ -545,8 +529,84 @@ class MarketInputs:
 # ----------------------------------------------------------------------------------
 
 
+class _SeriesResult:
+    """Properties and frames shared by :class:`LPExitResult` and
+    :class:`~mfg.lp_scenarios.ScenarioResult` (same series fields, ``model`` and ``grid``)."""
+
+    @property
+    def dt(self) -> float:
+        return float(self.grid.dt)
+
+    @property
+    def dL(self) -> float:
+        return float(self.L[1] - self.L[0])
+
+    @property
+    def active_nav(self) -> np.ndarray:
+        """(n_t,) NAV still held by active LPs, as a fraction of the market's NAV (``sum_k w_k active_k``)."""
+        return self.model.weights @ self.active_mass
+
+    @property
+    def turnover(self) -> np.ndarray:
+        """(n_t,) sell flow per unit of active NAV (1/yr; NaN where nobody is active)."""
+        nav = self.active_nav
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(nav > 0.0, self.sell_flow / nav, np.nan)
+
+    def _initial_S_hat(self) -> float:
+        raise NotImplementedError
+
+    def _state_at(self, n: int) -> LPState:
+        n_t = self.t.size
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+            raise TypeError(f"n must be an integer step index, got {type(n).__name__}")
+        if not 0 <= n < n_t:
+            raise IndexError(f"step {n} is outside 0..{n_t - 1}")
+        n = int(n)
+        return LPState(
+            t0=float(self.t[n]),
+            masses=self.density[:, n, :] * self.dL,
+            K=float(self.buyer_capital[n]),
+            S_hat=float(self.sell_pressure[n - 1]) if n > 0 else self._initial_S_hat(),
+            exited=self.exited_mass[:, n].copy(),
+            matured=self.matured_mass[:, n].copy(),
+        )
+
+    def _frame(self, kind: str, segment: np.ndarray | None = None, market_extra: dict | None = None) -> pd.DataFrame:
+        """The frames of ``to_frame``; ``segment`` (n_t,) adds a ``segment`` column after ``t``,
+        ``market_extra`` columns after the market frame's ``turnover``."""
+        if kind == "market":
+            return pd.DataFrame({
+                "t": self.t,
+                **({} if segment is None else {"segment": segment}),
+                "price": self.price,
+                "discount": 1.0 - self.price,
+                "buyer_capital": self.buyer_capital,
+                "sell_pressure": self.sell_pressure,
+                "sell_flow": self.sell_flow,
+                "mean_liquidity": self.mean_liquidity,
+                "active_nav": self.active_nav,
+                "turnover": self.turnover,
+                **(market_extra or {}),
+            })
+        if kind == "populations":
+            n_pop, n_t = self.flow.shape
+            return pd.DataFrame({
+                "t": np.tile(self.t, n_pop),
+                **({} if segment is None else {"segment": np.tile(segment, n_pop)}),
+                "population": np.repeat(np.array(self.populations, dtype=object), n_t),
+                "vintage_price": self.vintage_price.ravel(),
+                "flow": self.flow.ravel(),
+                "active_mass": self.active_mass.ravel(),
+                "exited_mass": self.exited_mass.ravel(),
+                "matured_mass": self.matured_mass.ravel(),
+                "threshold": self.threshold.ravel(),
+            })
+        raise ValueError(f"kind must be 'market' or 'populations', got {kind!r}")
+
+
 @dataclass(frozen=True)
-class LPExitResult:
+class LPExitResult(_SeriesResult):
     """Equilibrium of the discrete LP-exit game (MODEL.md 2.3–2.6).
 
     Time series have ``n_t = N + 1`` entries on ``t``; per-population arrays lead with
@@ -620,25 +680,8 @@ class LPExitResult:
     grid: Grid = field(repr=False)
     options: SolverOptions = field(repr=False)
 
-    @property
-    def dt(self) -> float:
-        return float(self.grid.dt)
-
-    @property
-    def dL(self) -> float:
-        return float(self.L[1] - self.L[0])
-
-    @property
-    def active_nav(self) -> np.ndarray:
-        """(n_t,) NAV still held by active LPs, as a fraction of the market's NAV (``sum_k w_k active_k``)."""
-        return self.model.weights @ self.active_mass
-
-    @property
-    def turnover(self) -> np.ndarray:
-        """(n_t,) sell flow per unit of active NAV (1/yr; NaN where nobody is active)."""
-        nav = self.active_nav
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(nav > 0.0, self.sell_flow / nav, np.nan)
+    def _initial_S_hat(self) -> float:
+        return self.initial.S_hat
 
     def state_at(self, n: int) -> LPState:
         """The :class:`LPState` at step ``n`` (time ``t[n]``, before step ``n``'s sales).
@@ -648,20 +691,7 @@ class LPExitResult:
         reproduces this result; ``state_at(n)`` for ``0 < n < N`` starts a new solve at
         ``t[n]`` (an unanticipated shock, MODEL.md 2.7, is applied to a copy of it).
         """
-        n_t = self.t.size
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
-            raise TypeError(f"n must be an integer step index, got {type(n).__name__}")
-        if not 0 <= n < n_t:
-            raise IndexError(f"step {n} is outside 0..{n_t - 1}")
-        n = int(n)
-        return LPState(
-            t0=float(self.t[n]),
-            masses=self.density[:, n, :] * self.dL,
-            K=float(self.buyer_capital[n]),
-            S_hat=float(self.sell_pressure[n - 1]) if n > 0 else self.initial.S_hat,
-            exited=self.exited_mass[:, n].copy(),
-            matured=self.matured_mass[:, n].copy(),
-        )
+        return self._state_at(n)
 
     def to_frame(self, kind: str = "populations") -> pd.DataFrame:
         """Tidy frames of the time series.
@@ -672,31 +702,7 @@ class LPExitResult:
         population, vintage_price, flow, active_mass, exited_mass, matured_mass,
         threshold``.
         """
-        if kind == "market":
-            return pd.DataFrame({
-                "t": self.t,
-                "price": self.price,
-                "discount": 1.0 - self.price,
-                "buyer_capital": self.buyer_capital,
-                "sell_pressure": self.sell_pressure,
-                "sell_flow": self.sell_flow,
-                "mean_liquidity": self.mean_liquidity,
-                "active_nav": self.active_nav,
-                "turnover": self.turnover,
-            })
-        if kind == "populations":
-            n_pop, n_t = self.flow.shape
-            return pd.DataFrame({
-                "t": np.tile(self.t, n_pop),
-                "population": np.repeat(np.array(self.populations, dtype=object), n_t),
-                "vintage_price": self.vintage_price.ravel(),
-                "flow": self.flow.ravel(),
-                "active_mass": self.active_mass.ravel(),
-                "exited_mass": self.exited_mass.ravel(),
-                "matured_mass": self.matured_mass.ravel(),
-                "threshold": self.threshold.ravel(),
-            })
-        raise ValueError(f"kind must be 'market' or 'populations', got {kind!r}")
+        return self._frame(kind)
 
     def __repr__(self) -> str:
         last = self.residuals[-1] if self.residuals.size else float("nan")

@@ -71,21 +71,12 @@ non-negative.  Both tridiagonal solves use the Thomas algorithm (no pivoting is 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
+from ._exit_rule import _last_stats, _logistic
+
 __all__ = ["fd_backward_sweep", "fd_forward_sweep"]
-
-
-@njit(cache=True)
-def _logistic(x):
-    # same as mfg.lp_exit._logistic (kept here: lp_exit imports this module)
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
 
 
 @njit(cache=True, inline="always")
@@ -286,12 +277,4 @@ def _fd_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, 
             stats[2, t] = s2
         _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, rhs, True, cp, nxt)
     if want:
-        cur = m[n_last] if full else m[n_last & 1]
-        s0 = 0.0
-        s1 = 0.0
-        for i in range(n):
-            s0 += cur[i]
-            s1 += x[i] * cur[i]
-        stats[0, n_last] = s0
-        stats[1, n_last] = s1
-        stats[2, n_last] = 0.0
+        _last_stats(m, n_last, full, x, stats)

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from .lp_events import ShockEvent, ShockSchedule, check_events
-from .lp_exit import BoundaryMassWarning, LPExitResult, LPState, MarketInputs, solve
+from .lp_exit import BoundaryMassWarning, LPExitResult, LPState, MarketInputs, _SeriesResult, solve
 from .lp_params import Grid, LPExitModel, SolverOptions
 from .market import DEFAULT_K_FLOOR, market_path
 from .semi_lagrangian import UniformGrid, deposit_p1
@@ -147,7 +147,7 @@ def scenario_inputs(model: LPExitModel, events: Sequence[ShockEvent], t: np.ndar
 
 
 @dataclass(frozen=True, eq=False)
-class ScenarioResult:
+class ScenarioResult(_SeriesResult):
     """A scenario's stitched path (MODEL.md 2.7), with the attribute names of :class:`~mfg.lp_exit.LPExitResult`.
 
     ``kind``: ``"equilibrium"`` (:func:`solve_scenario`) or ``"baseline"``
@@ -192,14 +192,6 @@ class ScenarioResult:
     options: SolverOptions = field(repr=False)
 
     @property
-    def dt(self) -> float:
-        return float(self.grid.dt)
-
-    @property
-    def dL(self) -> float:
-        return float(self.L[1] - self.L[0])
-
-    @property
     def iterations(self) -> tuple[int, ...]:
         """Fixed-point evaluations per segment."""
         return tuple(s.iterations for s in self.segments)
@@ -223,28 +215,12 @@ class ScenarioResult:
         """(n_t,) index of the segment each step's values come from."""
         return np.searchsorted(np.array(self.segment_starts), np.arange(self.t.size), side="right") - 1
 
-    @property
-    def active_nav(self) -> np.ndarray:
-        """(n_t,) NAV still held by active LPs (``sum_k w_k active_k``)."""
-        return self.model.weights @ self.active_mass
-
-    @property
-    def turnover(self) -> np.ndarray:
-        """(n_t,) sell flow per unit of active NAV (1/yr; NaN where nobody is active)."""
-        nav = self.active_nav
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(nav > 0.0, self.sell_flow / nav, np.nan)
+    def _initial_S_hat(self) -> float:
+        return self.segments[0].initial.S_hat
 
     def state_at(self, n: int) -> LPState:
         """The stitched :class:`LPState` at step ``n`` (post-shock at an event step)."""
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
-            raise TypeError(f"n must be an integer step index, got {type(n).__name__}")
-        if not 0 <= n < self.t.size:
-            raise IndexError(f"step {n} is outside 0..{self.t.size - 1}")
-        n = int(n)
-        return LPState(t0=float(self.t[n]), masses=self.density[:, n, :] * self.dL, K=float(self.buyer_capital[n]),
-                       S_hat=float(self.sell_pressure[n - 1]) if n > 0 else self.segments[0].initial.S_hat,
-                       exited=self.exited_mass[:, n].copy(), matured=self.matured_mass[:, n].copy())
+        return self._state_at(n)
 
     def to_frame(self, kind: str = "populations") -> pd.DataFrame:
         """Tidy frames as :meth:`LPExitResult.to_frame`, plus a ``segment`` column.
@@ -253,36 +229,8 @@ class ScenarioResult:
         sell_pressure, sell_flow, mean_liquidity, active_nav, turnover, Kbar, pbar``);
         ``kind="populations"``: one row per (time, population).
         """
-        seg = self.segment_of_step
-        if kind == "market":
-            return pd.DataFrame({
-                "t": self.t,
-                "segment": seg,
-                "price": self.price,
-                "discount": 1.0 - self.price,
-                "buyer_capital": self.buyer_capital,
-                "sell_pressure": self.sell_pressure,
-                "sell_flow": self.sell_flow,
-                "mean_liquidity": self.mean_liquidity,
-                "active_nav": self.active_nav,
-                "turnover": self.turnover,
-                "Kbar": self.inputs.Kbar,
-                "pbar": self.inputs.pbar,
-            })
-        if kind == "populations":
-            n_pop, n_t = self.flow.shape
-            return pd.DataFrame({
-                "t": np.tile(self.t, n_pop),
-                "segment": np.tile(seg, n_pop),
-                "population": np.repeat(np.array(self.populations, dtype=object), n_t),
-                "vintage_price": self.vintage_price.ravel(),
-                "flow": self.flow.ravel(),
-                "active_mass": self.active_mass.ravel(),
-                "exited_mass": self.exited_mass.ravel(),
-                "matured_mass": self.matured_mass.ravel(),
-                "threshold": self.threshold.ravel(),
-            })
-        raise ValueError(f"kind must be 'market' or 'populations', got {kind!r}")
+        extra = {"Kbar": self.inputs.Kbar, "pbar": self.inputs.pbar} if kind == "market" else None
+        return self._frame(kind, segment=self.segment_of_step, market_extra=extra)
 
     def __repr__(self) -> str:
         return (f"ScenarioResult(kind={self.kind!r}, populations={self.populations}, n_t={self.t.size}, "
