@@ -28,7 +28,7 @@ def main() -> None:
 
     from experiments.datasets import REALISTIC, DatasetOptions, generate
     from experiments.lp_exit_report import resolve_scenario
-    from mfg.lp_params import load_scenario
+    from mfg.lp_exit.params import load_scenario
 
     sc = load_scenario(resolve_scenario("calm"))
     sc = sc.model_copy(update={"model": sc.model.model_copy(update={"end": sc.model.start + a.years})})

@@ -1,14 +1,14 @@
-"""Benchmark of the finite-N LP market engine (abm.engine.simulate).
+"""Benchmark of the finite-N LP market engine (abm.lp_market.engine.simulate).
 
     python benchmarks/bench_lp_engine.py              # N = 10^6, calm scenario (about 1 minute on 2 cores)
     python benchmarks/bench_lp_engine.py --agents 200000 --repeats 5
 
 Case: the calm scenario (six populations, 2015-2025) with the MFG policy solved on a
 4-weekly grid (401 L nodes, dt = 1/13: 131 steps), one market of N LPs, exact OU step.
-Timed: :func:`abm.engine.simulate` end to end (set-up, initial draws and result
+Timed: :func:`abm.lp_market.engine.simulate` end to end (set-up, initial draws and result
 included) with numba limited to one thread and with all threads; and, as a baseline in
 the same run, a plain-numpy implementation of the same step (vectorised over LPs: the
-mean field, the P1 policy lookup, Bernoulli exits, :func:`mfg.market.market_step`, the
+mean field, the P1 policy lookup, Bernoulli exits, :func:`mfg.lp_exit.market.market_step`, the
 exact OU step).  Agent-steps are ``N x (number of steps)``; the active agent-steps (LPs
 whose fund is live) are about 60% of them in this scenario.  The header prints the
 machine's core count, numba's thread count, the threading layer and the load average.
@@ -36,10 +36,10 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from abm.engine import prepare, simulate  # noqa: E402
+from abm.lp_market.engine import prepare, simulate  # noqa: E402
 from mfg.lp_exit import solve  # noqa: E402
-from mfg.lp_params import Grid, load_scenario  # noqa: E402
-from mfg.market import DEFAULT_K_FLOOR, market_step  # noqa: E402
+from mfg.lp_exit.params import Grid, load_scenario  # noqa: E402
+from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_step  # noqa: E402
 
 CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mfg.lp_exit import ConvergenceWarning, solve  # noqa: E402
-from mfg.lp_params import Grid, LPExitModel, SolverOptions, load_scenario  # noqa: E402
+from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario  # noqa: E402
 
 CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
 

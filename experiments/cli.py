@@ -52,7 +52,7 @@ def load_scenario_or_exit(name_or_path: str):
 
     import pydantic
 
-    from mfg.lp_params import Scenario
+    from mfg.lp_exit.params import Scenario
 
     from .lp_exit_report import ScenarioNotFound, resolve_scenario
 
@@ -156,7 +156,7 @@ def _demo_lp_exit(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     from mfg.lp_exit import solve
-    from mfg.lp_scenarios import solve_baseline, solve_scenario
+    from mfg.lp_exit.scenarios import solve_baseline, solve_scenario
 
     from .io import save_figure
     from .lp_exit_report import amplification_figure, amplification_summary, lp_exit_figure, summary

@@ -323,7 +323,7 @@ def _lp_solution(scenario: str, n_L: int | None, dt: float | None):
 @functools.lru_cache(maxsize=4)
 def _lp_solution_cached(scenario: str, n_L, dt):
     from mfg.lp_exit import solve
-    from mfg.lp_params import load_scenario
+    from mfg.lp_exit.params import load_scenario
 
     from .lp_exit_report import resolve_scenario
 
@@ -366,7 +366,7 @@ def lp_exploitability(res, price: np.ndarray, mean_liquidity: np.ndarray) -> flo
     exploitability of the MFG policy in the N-player game.  Needs a result solved from
     the model's start (no initial state, no events).
     """
-    from mfg.lp_exit import _initial_masses, backward_sweep
+    from mfg.lp_exit.solver import _initial_masses, backward_sweep
 
     model, grid = res.model, res.grid
     if abs(res.t[0] - model.start) > 1e-9:
@@ -402,7 +402,7 @@ def lp_exploitability(res, price: np.ndarray, mean_liquidity: np.ndarray) -> flo
 
 def lp_market(scenario: str = "convergence", transition: str = "two-point", n_L: int | None = None,
               dt: float | None = None, times: Sequence[float] = (0.25, 0.5, 0.75, 1.0)) -> FiniteNModel:
-    """The finite-N LP market (:func:`abm.engine.simulate`) with the MFG policy of ``scenario``.
+    """The finite-N LP market (:func:`abm.lp_market.engine.simulate`) with the MFG policy of ``scenario``.
 
     ``scenario``: a shipped name or a TOML path (default: ``convergence``, the calm
     market on 1601 nodes, dt = 1/13); ``n_L``, ``dt`` override its grid; ``transition``:
@@ -412,7 +412,7 @@ def lp_market(scenario: str = "convergence", transition: str = "two-point", n_L:
     ``P_sup``, ``P_avg``, ``P_mean``, ``F(T)``, and ``M(t)`` at the fractions ``times`` of
     the window.
     """
-    from abm.engine import TRANSITIONS, simulate
+    from abm.lp_market.engine import TRANSITIONS, simulate
 
     if transition not in TRANSITIONS:
         raise ValueError(f"transition must be one of {TRANSITIONS}, got {transition!r}")
@@ -454,8 +454,8 @@ def lp_market(scenario: str = "convergence", transition: str = "two-point", n_L:
 
 @functools.lru_cache(maxsize=4)
 def _pf_setup(test: int, rho: float, h: float, reference_size: int):
-    from abm.price_formation_market import simulate_price_formation_market
-    from abm.sampling import p1_density
+    from abm.price_formation.market import simulate_price_formation_market
+    from abm.price_formation.sampling import p1_density
     from mfg.price_formation import solve
 
     from .finite_n_price import law_coefficient
@@ -474,7 +474,7 @@ def _pf_setup(test: int, rho: float, h: float, reference_size: int):
 
 def price_formation_market(test: int = 1, rho: float = 0.02, h: float = 0.04,
                            reference_size: int = 20_000) -> FiniteNModel:
-    """The N-trader price-formation market of MODEL.md 1.5 (:mod:`abm.price_formation_market`).
+    """The N-trader price-formation market of MODEL.md 1.5 (:mod:`abm.price_formation.market`).
 
     As in :func:`experiments.finite_n_price.finite_n_table`: each market is the N-trader
     equilibrium on the ``(rho, h)`` mesh, started from the reference price, stopped at
@@ -486,7 +486,7 @@ def price_formation_market(test: int = 1, rho: float = 0.02, h: float = 0.04,
     ``P_avg``, ``P_mean``, ``X(0)`` (``xbar^N_0 - xbar_0``: the law's driver),
     ``P_sup_nodal``.
     """
-    from abm.price_formation_market import simulate_price_formation_market
+    from abm.price_formation.market import simulate_price_formation_market
 
     from .finite_n_price import TOL_FRACTION
 

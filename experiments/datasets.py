@@ -1,7 +1,7 @@
 """Empirical-style datasets of the private-equity secondary market from the finite-N LP market.
 
-:func:`generate` runs one finite market of ``n_lps`` LPs (MODEL.md 2.8, :mod:`abm.engine`) under
-the MFG policy of a scenario (:func:`mfg.lp_exit.solve`, or :func:`mfg.lp_scenarios.solve_scenario`
+:func:`generate` runs one finite market of ``n_lps`` LPs (MODEL.md 2.8, :mod:`abm.lp_market.engine`) under
+the MFG policy of a scenario (:func:`mfg.lp_exit.solve`, or :func:`mfg.lp_exit.scenarios.solve_scenario`
 when the scenario has shock events) and writes what a researcher gets from an intermediary or a
 data vendor, with the generating truth kept alongside:
 
@@ -16,9 +16,9 @@ the package version.
 
 How the market is run
 ---------------------
-The engine's own state and kernel (:class:`abm.engine.MarketState`, the set-up of
-:func:`abm.engine.simulate` on :func:`abm.engine.prepare`) are advanced one step at a time, so
-the market is the one :func:`abm.engine.simulate` runs with the same seed, bit for bit
+The engine's own state and kernel (:class:`abm.lp_market.engine.MarketState`, the set-up of
+:func:`abm.lp_market.engine.simulate` on :func:`abm.lp_market.engine.prepare`) are advanced one step at a time, so
+the market is the one :func:`abm.lp_market.engine.simulate` runs with the same seed, bit for bit
 (tested); between two steps the LPs whose status turned to ``sold`` are the step's sellers,
 and at each quarter boundary the LPs' state is streamed to the panel (one Parquet row
 group per quarter: memory stays ``O(n_lps)``).
@@ -90,7 +90,7 @@ STRATEGIES: dict[str, tuple[float, float]] = {
 }
 
 FILES = ("transactions", "quarterly", "lp_panel")
-STATUS = ("pending", "active", "sold", "matured")  # abm.engine status codes 0..3
+STATUS = ("pending", "active", "sold", "matured")  # abm.lp_market.engine status codes 0..3
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ def _package_version() -> str:
 def _solve_policy(sc):
     """The MFG policy of a scenario: a plain solve, or the stitched scenario when it has events."""
     if sc.events:
-        from mfg.lp_scenarios import solve_scenario
+        from mfg.lp_exit.scenarios import solve_scenario
 
         return solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
     from mfg.lp_exit import solve
@@ -405,10 +405,10 @@ def _build_overlay(su, res, opts: DatasetOptions, events) -> _Overlay:
 
 
 def _market(su):
-    """One replication of :func:`abm.engine.simulate` (:class:`abm.engine.MarketState`), advanced
+    """One replication of :func:`abm.lp_market.engine.simulate` (:class:`abm.lp_market.engine.MarketState`), advanced
     one step at a time by ``run(n, n + 1)``."""
-    from abm.engine import MarketState
-    from abm.policies import GIVEN
+    from abm.lp_market.engine import MarketState
+    from abm.lp_market.policies import GIVEN
 
     if su.policy.kind == GIVEN:
         raise ValueError("datasets need an array policy (the MFG's), not a callable")
@@ -488,7 +488,7 @@ def generate(scenario, n_lps: int, seed: int, out, *, options: DatasetOptions | 
              threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Run the finite market of ``scenario`` with ``n_lps`` LPs and write the dataset to ``out``.
 
-    scenario : a shipped scenario name, a TOML path or a :class:`~mfg.lp_params.Scenario`.
+    scenario : a shipped scenario name, a TOML path or a :class:`~mfg.lp_exit.params.Scenario`.
     seed : a non-negative integer (the engine's and the overlay's root seed).
     options : :class:`DatasetOptions` (default: all realism off, Parquet).
     force : overwrite existing dataset files in ``out`` (else :class:`DatasetExists`).
@@ -498,8 +498,8 @@ def generate(scenario, n_lps: int, seed: int, out, *, options: DatasetOptions | 
         numba's default.
     progress : ``progress(step, n_steps)`` after each step (may raise to abort: nothing is left behind).
     """
-    from abm.engine import SOLD, prepare
-    from mfg.lp_params import Scenario, load_scenario
+    from abm.lp_market.engine import SOLD, prepare
+    from mfg.lp_exit.params import Scenario, load_scenario
 
     from .lp_exit_report import resolve_scenario
 

@@ -13,7 +13,7 @@ to the right side.
 What "price" the N-market is compared with
 -------------------------------------------
 All prices are computed on the same ``(rho, h)`` mesh.  The reference ``price^inf`` is
-the N-trader market (:func:`abm.price_formation_market.simulate_price_formation_market`)
+the N-trader market (:func:`abm.price_formation.market.simulate_price_formation_market`)
 run on a large deterministic *quantile* population (``M`` holdings at the
 ``(j + 1/2)/M`` quantiles of ``m_0``): the mean-field limit of the particle scheme,
 whose empirical measure is within ``O(1/M)`` of ``m_0`` instead of ``O(1/sqrt(M))``.
@@ -47,9 +47,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from abm.price_formation_market import simulate_price_formation_market
-from abm.sampling import p1_density
-from mfg.exact import LQSolution
+from abm.price_formation.market import simulate_price_formation_market
+from abm.price_formation.sampling import p1_density
+from mfg.price_formation.exact import LQSolution
 from mfg.price_formation import solve
 
 from .price_formation_paper import paper_test

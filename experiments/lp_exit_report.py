@@ -6,7 +6,7 @@
 * :func:`summary` / :func:`summary_text` — the figures a user holds against MODEL.md 2.10:
   discount range, annual sales, second-half share of sales, the lowest price, iterations,
   residual, exploitability, timings.  Works for a plain :func:`mfg.lp_exit.solve` result
-  and for a :class:`mfg.lp_scenarios.ScenarioResult`.
+  and for a :class:`mfg.lp_exit.scenarios.ScenarioResult`.
 * :func:`amplification_summary` / :func:`amplification_text` — equilibrium vs the
   no-feedback ("DCF") baseline after a shock (MODEL.md 2.7).
 * :func:`lp_exit_figure`, :func:`amplification_figure` — matplotlib figures (Agg).
@@ -134,7 +134,7 @@ def annual_volume(result) -> pd.DataFrame:
 
 
 def summary(result) -> dict:
-    """Key figures of a solve (:class:`~mfg.lp_exit.LPExitResult`) or a scenario (:class:`~mfg.lp_scenarios.ScenarioResult`).
+    """Key figures of a solve (:class:`~mfg.lp_exit.LPExitResult`) or a scenario (:class:`~mfg.lp_exit.scenarios.ScenarioResult`).
 
     Prices and discounts are the market price factor ``P`` (fraction of NAV): discount
     ``1 - P`` in % of NAV over all steps.  Volumes: NAV sold per calendar year per unit
@@ -214,9 +214,9 @@ def summary_text(s: dict, title: str | None = None) -> str:
 
 
 def amplification_summary(eq, base) -> dict:
-    """Equilibrium vs baseline (:func:`mfg.lp_scenarios.amplification`) against ``P̄`` and against the
+    """Equilibrium vs baseline (:func:`mfg.lp_exit.scenarios.amplification`) against ``P̄`` and against the
     pre-shock price: ``{"pbar": Amplification, "pre_shock": Amplification}``."""
-    from mfg.lp_scenarios import amplification
+    from mfg.lp_exit.scenarios import amplification
 
     return {ref: amplification(eq, base, reference=ref) for ref in ("pbar", "pre_shock")}
 
@@ -493,7 +493,7 @@ def _amplification_frame(amp: dict) -> pd.DataFrame:
 
 def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True, name: str = "scenario",
         figures: bool = True, dpi: int = 110) -> LPExitOutputs:
-    """Solve a :class:`~mfg.lp_params.Scenario` (with its events: :func:`~mfg.lp_scenarios.solve_scenario`,
+    """Solve a :class:`~mfg.lp_exit.params.Scenario` (with its events: :func:`~mfg.lp_exit.scenarios.solve_scenario`,
     and with ``baseline`` the no-feedback baseline too), write the frames and figures, and
     return the summary.
 
@@ -502,7 +502,7 @@ def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True,
     ``amplification.csv``, ``amplification.png``.
     """
     from mfg.lp_exit import solve
-    from mfg.lp_scenarios import solve_baseline, solve_scenario
+    from mfg.lp_exit.scenarios import solve_baseline, solve_scenario
 
     out = Path(out)
     sc = scenario

@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from mfg.exact import LinearPotentialSolution, LQSolution
+from mfg.price_formation.exact import LinearPotentialSolution, LQSolution
 from mfg.price_formation import PowerImpact, PriceFormationProblem, QuadraticImpact
 
 __all__ = ["PaperTest", "paper_test", "supply", "bump_density", "MESHES", "PUBLISHED"]

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from experiments.crisis import amplification, recovery, spillover
 from experiments.crisis.common import EXPERIMENTS, SCENARIO_DIR
 from mfg.lp_exit import solve
-from mfg.lp_params import load_scenario
-from mfg.lp_scenarios import solve_scenario
+from mfg.lp_exit.params import load_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 SCENARIOS = ("crisis_2008", "covid_2020", "rates_2022", "lp_types", "vintages")
 

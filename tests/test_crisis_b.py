@@ -11,8 +11,8 @@ import pytest
 from experiments.crisis import calibration, finite_n, lp_types, seasonality
 from experiments.crisis.common import EXPERIMENTS, SCENARIO_DIR
 from mfg.lp_exit import solve
-from mfg.lp_params import load_scenario
-from mfg.lp_scenarios import solve_scenario
+from mfg.lp_exit.params import load_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 CRISIS = SCENARIO_DIR / "crisis_2008.toml"
 

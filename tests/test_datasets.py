@@ -87,11 +87,11 @@ def test_quarterly_aggregates_transactions_exactly(calm):
 
 
 def test_market_is_the_engines(tmp_path):
-    """The step-by-step driver runs abm.engine.simulate's market, bit for bit."""
-    from abm.engine import simulate
+    """The step-by-step driver runs abm.lp_market.engine.simulate's market, bit for bit."""
+    from abm.lp_market.engine import simulate
     from experiments.datasets import _solve_policy
     from experiments.lp_exit_report import resolve_scenario
-    from mfg.lp_params import load_scenario
+    from mfg.lp_exit.params import load_scenario
 
     generate("crisis_2008", N_SMALL, 9, tmp_path)
     tabs, _ = load_dataset(tmp_path)

@@ -1,4 +1,4 @@
-"""Checks of the exact solutions (mfg/exact.py, MODEL.md 1.3) against independent computations.
+"""Checks of the exact solutions (mfg/price_formation/exact.py, MODEL.md 1.3) against independent computations.
 
 * LQ: the closed-form price, value and curvature against a direct numerical solution
   of the LQ system (Riccati ODE, linear-coefficient ODE and constant ODE integrated
@@ -24,8 +24,8 @@ from scipy.integrate import quad, simpson, solve_ivp, trapezoid
 from scipy.optimize import minimize_scalar
 
 from experiments.price_formation_paper import bump_density, supply as paper_supply
-from mfg.exact import LinearPotentialSolution, LQSolution, linear_potential_price, lq_price, normalised_density
-from mfg.impact import PowerImpact, QuadraticImpact
+from mfg.price_formation.exact import LinearPotentialSolution, LQSolution, linear_potential_price, lq_price, normalised_density
+from mfg.price_formation.impact import PowerImpact, QuadraticImpact
 
 
 def cos_supply(t):

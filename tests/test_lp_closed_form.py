@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfg.lp_closed_form import fundamental_solutions, solve_bvp_check, solve_stopping
+from mfg.lp_exit.closed_form import fundamental_solutions, solve_bvp_check, solve_stopping
 
 CASES = [
     dict(kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.6, y=0.15, r=0.2, g=0.05, exit_value=0.9),

@@ -1,4 +1,4 @@
-"""Finite-N LP market engine (abm/engine.py, abm/policies.py) against MODEL.md 2.8-2.9.
+"""Finite-N LP market engine (abm/lp_market/engine.py, abm/lp_market/policies.py) against MODEL.md 2.8-2.9.
 
 Statistical checks run at fixed seeds with stated error bars; observed figures are
 printed (``pytest -s``).
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from abm.engine import ACTIVE, MATURED, PENDING, SOLD, allocate_agents, simulate
-from abm.policies import CallablePolicy, ThresholdPolicy
+from abm.lp_market.engine import ACTIVE, MATURED, PENDING, SOLD, allocate_agents, simulate
+from abm.lp_market.policies import CallablePolicy, ThresholdPolicy
 from mfg.lp_exit import MarketInputs, solve
-from mfg.lp_params import Grid, LPExitModel, SolverOptions, load_scenario
+from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
@@ -260,7 +260,7 @@ def test_allocation_by_weight():
 
 
 def test_shock_event_shifts_liquidity_and_cuts_capital():
-    from mfg.lp_events import ShockEvent
+    from mfg.lp_exit.events import ShockEvent
 
     pop = {**BASE, "lam": 0.0, "alpha": 0.0, "kappa": 0.8}
     model = make_model([pop, {**pop, "name": "other"}], end=2.0)
@@ -398,6 +398,6 @@ def test_bad_input(two_pop):
 
 
 def test_engine_does_not_import_mesa():
-    code = "import sys, abm.engine, abm.policies; print('mesa' in sys.modules)"
+    code = "import sys, abm.lp_market.engine, abm.lp_market.policies; print('mesa' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

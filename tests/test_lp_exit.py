@@ -1,4 +1,4 @@
-"""LP-exit MFG solver (mfg/lp_exit.py, mfg/market.py) against MODEL.md 2.
+"""LP-exit MFG solver (mfg/lp_exit/solver.py, mfg/lp_exit/market.py) against MODEL.md 2.
 
 Observed errors and orders are printed (``pytest -s``) and recorded in the report.
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfg.lp_closed_form import solve_stopping
-from mfg.lp_exit import (_SWEEPS, BoundaryMassWarning, ConvergenceWarning, LPState, MarketInputs,
+from mfg.lp_exit.closed_form import solve_stopping
+from mfg.lp_exit.solver import (_SWEEPS, BoundaryMassWarning, ConvergenceWarning, LPState, MarketInputs,
                          backward_sweep, forward_sweep, solve)
-from mfg.lp_params import Grid, LPExitModel, SolverOptions, load_scenario
-from mfg.market import market_path
+from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
+from mfg.lp_exit.market import market_path
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 
@@ -223,7 +223,7 @@ def test_fixed_point_two_populations():
 
 def test_anderson_safeguard_rejects_bad_steps(monkeypatch):
     """Invalid (P <= 0) and residual-increasing Anderson proposals are replaced by the damped step."""
-    import mfg.lp_exit as lp
+    import mfg.lp_exit.solver as lp
 
     model, grid = two_population_model(), Grid(L_min=-1.0, L_max=3.0, n_L=161, dt=1 / 26)
     opts = SolverOptions(temperature=1e-3, tol=1e-8, max_iter=40)

@@ -1,7 +1,7 @@
-"""Finite-difference kernels of the LP-exit game (mfg/lp_exit_fd.py): the independent second method.
+"""Finite-difference kernels of the LP-exit game (mfg/lp_exit/fd.py): the independent second method.
 
 Checked against exact identities (adjointness, mass), MODEL.md 2.9 (McKean-Vlasov
-moments, the single-LP stopping problem), the SL kernels of mfg/lp_exit.py on the same
+moments, the single-LP stopping problem), the SL kernels of mfg/lp_exit/solver.py on the same
 inputs, and, through ``solve(method="fd")``, the SL equilibrium.  Observed errors and
 orders are printed (``pytest -s``).
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mfg.lp_exit as lp_exit
-from mfg.lp_closed_form import solve_stopping
+import mfg.lp_exit.solver as lp_exit
+from mfg.lp_exit.closed_form import solve_stopping
 from mfg.lp_exit import backward_sweep, forward_sweep
-from mfg.lp_exit_fd import fd_backward_sweep, fd_forward_sweep
-from mfg.lp_params import Grid, load_scenario
+from mfg.lp_exit.fd import fd_backward_sweep, fd_forward_sweep
+from mfg.lp_exit.params import Grid, load_scenario
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 

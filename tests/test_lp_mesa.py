@@ -1,4 +1,4 @@
-"""The Mesa model of the finite-N LP market (abm/mesa_model.py) against the engine."""
+"""The Mesa model of the finite-N LP market (abm/lp_market/mesa_model.py) against the engine."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abm.engine import SOLD, simulate
-from abm.policies import ThresholdPolicy
+from abm.lp_market.engine import SOLD, simulate
+from abm.lp_market.policies import ThresholdPolicy
 from mfg.lp_exit import solve
-from mfg.lp_params import Grid, LPExitModel, SolverOptions
+from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ MARKET = dict(pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, 
 
 @pytest.fixture(scope="module")
 def setup():
-    from abm.mesa_model import LPMarketModel  # noqa: F401  (imported here: Mesa stays out of collection)
+    from abm.lp_market.mesa_model import LPMarketModel  # noqa: F401  (imported here: Mesa stays out of collection)
 
     pops = [{**BASE, "name": "a", "weight": 0.6},
             {**BASE, "name": "b", "weight": 0.4, "vintage": -3.0, "kappa": 0.7, "ell": 0.7,
@@ -57,7 +57,7 @@ def _compare(sim, r, mm):
 
 @pytest.mark.parametrize("transition", ["exact", "two-point"])
 def test_mesa_model_reproduces_the_engine(setup, transition):
-    from abm.mesa_model import LPMarketModel
+    from abm.lp_market.mesa_model import LPMarketModel
 
     model, res = setup
     sim = simulate(model, res, 200, 3, 17, transition=transition)
@@ -70,8 +70,8 @@ def test_mesa_model_reproduces_the_engine(setup, transition):
 
 
 def test_mesa_model_with_blocks_events_and_a_callable(setup):
-    from abm.mesa_model import LPMarketModel
-    from mfg.lp_events import ShockEvent
+    from abm.lp_market.mesa_model import LPMarketModel
+    from mfg.lp_exit.events import ShockEvent
 
     model, res = setup
     ev = ShockEvent(time=1.0, populations=("a",), liquidity_shift=-0.2, capital_cut=0.3, sigma_factor=1.5,
@@ -88,7 +88,7 @@ def test_mesa_model_with_blocks_events_and_a_callable(setup):
 
 
 def test_custom_agents_and_data_collection(setup):
-    from abm.mesa_model import LPAgent, LPMarketModel
+    from abm.lp_market.mesa_model import LPAgent, LPMarketModel
 
     model, res = setup
 
@@ -120,6 +120,6 @@ def test_custom_agents_and_data_collection(setup):
 
 def test_mesa_import_keeps_the_start_method():
     code = ("import multiprocessing as mp; before = mp.get_start_method(allow_none=True); "
-            "import abm.mesa_model; print(before == mp.get_start_method(allow_none=True))")
+            "import abm.lp_market.mesa_model; print(before == mp.get_start_method(allow_none=True))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "True"

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mfg.lp_exit import backward_sweep
-from mfg.lp_exit_fd import fd_backward_sweep
+from mfg.lp_exit.fd import fd_backward_sweep
 
 SWEEPS = {"sl": backward_sweep, "fd": fd_backward_sweep}
 N_L, N_T, LOWER, DX, DT = 41, 25, -1.0, 0.075, 0.04

@@ -1,4 +1,4 @@
-"""Parameters of the LP-exit MFG (mfg/lp_params.py): validation naming fields, TOML round trip."""
+"""Parameters of the LP-exit MFG (mfg/lp_exit/params.py): validation naming fields, TOML round trip."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mfg.lp_params import Grid, LPExitModel, Market, Population, Scenario, Seasonal, SolverOptions, load_scenario
+from mfg.lp_exit.params import Grid, LPExitModel, Market, Population, Scenario, Seasonal, SolverOptions, load_scenario
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 

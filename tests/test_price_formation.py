@@ -1,4 +1,4 @@
-"""Tests of the price-formation solver (mfg/price_formation.py, MODEL.md 1.2-1.4).
+"""Tests of the price-formation solver (mfg/price_formation/solver.py, MODEL.md 1.2-1.4).
 
 (a) the paper's published tables at the two coarsest meshes; (b) the solver against
 the exact formulas of MODEL.md 1.3 on parameters other than the paper's; (c) the
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mfg.price_formation as pf
+import mfg.price_formation.solver as pf
 from experiments.price_formation_paper import MESHES, PUBLISHED, PUBLISHED_ITERATIONS, bump_density, paper_test
-from mfg.exact import LinearPotentialSolution, LQSolution
+from mfg.price_formation.exact import LinearPotentialSolution, LQSolution
 from mfg.price_formation import (
     ConvergenceWarning,
     PowerImpact,

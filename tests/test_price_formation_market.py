@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from abm.price_formation_market import (
+from abm.price_formation.market import (
     PriceFormationMarketResult,
     sample_initial_holdings,
     simulate_price_formation_market,
 )
-from abm.sampling import as_generator, p1_density, sample_density
+from abm.price_formation.sampling import as_generator, p1_density, sample_density
 from experiments.price_formation_paper import paper_test
-from mfg.exact import LQSolution, lq_price
+from mfg.price_formation.exact import LQSolution, lq_price
 from mfg.price_formation import ConvergenceWarning, PriceFormationProblem, QuadraticImpact, solve
 
 RHO, H = 0.02, 0.04

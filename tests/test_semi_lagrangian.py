@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
-from mfg.impact import PowerImpact, QuadraticImpact
+from mfg.price_formation.impact import PowerImpact, QuadraticImpact
 from mfg.semi_lagrangian import (
     UniformGrid,
     deposit_p1,

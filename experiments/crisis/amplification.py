@@ -2,7 +2,7 @@
 
 MODEL.md 2.7 defines the amplification ratio as the equilibrium's trough discount over the
 baseline's, the baseline being LPs who decide as if the price stayed at ``P̄``
-(:func:`mfg.lp_scenarios.solve_baseline`).  Price impact alone makes selling *less*
+(:func:`mfg.lp_exit.scenarios.solve_baseline`).  Price impact alone makes selling *less*
 attractive when others sell (a substitute, not a complement), so the equilibrium holds out
 and the ratio is below 1 (docs/lp_exit.md: 0.19 for the shock demo).  The slides' downward
 spiral needs a complementarity; this experiment measures three candidates on the shipped
@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 
 from mfg.lp_exit import BoundaryMassWarning, ConvergenceWarning, MarketInputs, solve
-from mfg.lp_params import Grid, load_scenario
-from mfg.lp_scenarios import (
+from mfg.lp_exit.params import Grid, load_scenario
+from mfg.lp_exit.scenarios import (
     amplification,
     apply_shock,
     scenario_inputs,
@@ -173,7 +173,7 @@ def _window_volume(t, flow, a, b):
 
 
 class _Path:
-    """Duck type for :func:`mfg.lp_scenarios.amplification`."""
+    """Duck type for :func:`mfg.lp_exit.scenarios.amplification`."""
 
     def __init__(self, t, price, sell_flow, model, events):
         self.t, self.price, self.sell_flow, self.model, self.events = t, price, sell_flow, model, events

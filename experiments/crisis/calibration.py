@@ -52,8 +52,8 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from mfg.lp_exit import ConvergenceWarning
-from mfg.lp_params import Scenario, load_scenario
-from mfg.lp_scenarios import solve_scenario
+from mfg.lp_exit.params import Scenario, load_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 from .common import SCENARIO_DIR, ExperimentReport, register, write_report
 
@@ -205,7 +205,7 @@ def solve_continued(sc: Scenario, fractions: Sequence[float] = CONTINUATION):
 
     The post-shock equilibrium of this model need not be unique: besides the branch on which the
     price recovers, a market-freeze branch exists on which buyers' capital is exhausted and the
-    price falls to about 0 (docs/crisis_b.md); :func:`mfg.lp_scenarios.solve_scenario`, which
+    price falls to about 0 (docs/crisis_b.md); :func:`mfg.lp_exit.scenarios.solve_scenario`, which
     starts the post-shock fixed point from the pre-shock path, lands on either, erratically in
     the parameters.  Here the shock is applied at the strengths ``fractions`` in turn, each
     solve starting from the previous one's path, so the branch is followed from the calm path
@@ -215,7 +215,7 @@ def solve_continued(sc: Scenario, fractions: Sequence[float] = CONTINUATION):
     from types import SimpleNamespace
 
     from mfg.lp_exit import solve
-    from mfg.lp_scenarios import apply_shock, scenario_inputs
+    from mfg.lp_exit.scenarios import apply_shock, scenario_inputs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -450,7 +450,7 @@ def recovery_stats(res, shock: float) -> dict:
 def selection_table(base: Scenario, scales: Sequence[float] = (0.8, 1.0, 1.2)) -> pd.DataFrame:
     """Equilibrium selection on ``base`` with its liquidity shifts scaled by ``scales``: lowest price and
     H1 2009 mean on the continued branch (:func:`solve_continued`) and from
-    :func:`mfg.lp_scenarios.solve_scenario` (post-shock fixed point started from the pre-shock path)."""
+    :func:`mfg.lp_exit.scenarios.solve_scenario` (post-shock fixed point started from the pre-shock path)."""
     rows = []
     h1 = Target("H1 2009", "price", 2009.0, 2009.5, 0.0, 1.0)
     for f in scales:

@@ -1,7 +1,7 @@
 """What every crisis experiment shares: its report type, output layout and registry.
 
 Data flow of an experiment: scenario TOML(s) → :func:`mfg.lp_exit.solve` /
-:func:`mfg.lp_scenarios.solve_scenario` → measured tables (pandas) → ``summary.md``,
+:func:`mfg.lp_exit.scenarios.solve_scenario` → measured tables (pandas) → ``summary.md``,
 CSV tables and PNG figures in ``out/<name>/`` (all written atomically by
 :mod:`experiments.io`).
 """

@@ -1,8 +1,8 @@
 """Finite-N check: each crisis equilibrium replayed in a market of N = 10⁵ LPs (MODEL.md 2.8).
 
 For each crisis scenario (``crisis_2008``, ``covid_2020``, ``rates_2022``; ``shock_demo`` if
-none is shipped) the MFG scenario equilibrium (:func:`mfg.lp_scenarios.solve_scenario`) is
-the policy of every LP in :func:`abm.engine.simulate` (same grid step, same events), with the
+none is shipped) the MFG scenario equilibrium (:func:`mfg.lp_exit.scenarios.solve_scenario`) is
+the policy of every LP in :func:`abm.lp_market.engine.simulate` (same grid step, same events), with the
 solver's own two-point transition (``transition="two-point"``, docs/abm.md) so that the only
 difference left is the finite number of LPs.  ``R`` independent markets give the mean path
 and its standard error; per step ``z = (mean_N − MFG) / SE``.
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from abm.engine import simulate
-from mfg.lp_params import load_scenario
-from mfg.lp_scenarios import solve_scenario
+from abm.lp_market.engine import simulate
+from mfg.lp_exit.params import load_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 from .common import SCENARIO_DIR, ExperimentReport, register, write_report
 

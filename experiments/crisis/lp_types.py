@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfg.lp_params import load_scenario
-from mfg.lp_scenarios import solve_scenario
+from mfg.lp_exit.params import load_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 from .common import SCENARIO_DIR, ExperimentReport, register, write_report
 

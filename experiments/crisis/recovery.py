@@ -1,7 +1,7 @@
 """Recovery after the trough: the gap's path, the share closed in six months, the tail's half-life, non-linearity.
 
 For a shock scenario the *gap* is ``g(t) = P_calm(t) − P(t)``: the equilibrium price against the
-no-event equilibrium of the same market (segment 0 of :func:`mfg.lp_scenarios.solve_scenario`),
+no-event equilibrium of the same market (segment 0 of :func:`mfg.lp_exit.scenarios.solve_scenario`),
 so that the slow drift of the calm price (the window's end, the funds' ageing) is not read as
 recovery.  From the trough ``t*`` (largest gap after the shock) on, ``x(τ) = g(t* + τ)/g(t*)``:
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfg.lp_scenarios import solve_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 from .amplification import _quiet, load, scale_alpha
 from .common import ExperimentReport, register, write_report

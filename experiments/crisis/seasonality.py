@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from mfg.lp_exit import solve
-from mfg.lp_params import Grid, Scenario, Seasonal, load_scenario
+from mfg.lp_exit.params import Grid, Scenario, Seasonal, load_scenario
 
 from .common import SCENARIO_DIR, ExperimentReport, register, write_report
 

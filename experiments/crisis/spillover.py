@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfg.lp_scenarios import solve_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 from .amplification import _quiet, load
 from .common import ExperimentReport, register, write_report
@@ -51,7 +51,7 @@ def _variant(model, variant):
 
 
 def spillover_rows(eq, shocked: str, variant: str, shock_time: float) -> tuple[list[dict], pd.DataFrame]:
-    """Response of every population of ``eq`` (a :class:`~mfg.lp_scenarios.ScenarioResult`) to the shock."""
+    """Response of every population of ``eq`` (a :class:`~mfg.lp_exit.scenarios.ScenarioResult`) to the shock."""
     calm = eq.segments[0]
     t = np.asarray(eq.t)
     dt = float(t[1] - t[0])

@@ -7,7 +7,7 @@ backward HJ sweep, forward adjoint transport, price update) →
 
 The numerical kernels (:func:`hj_backward`, :func:`transport_forward`,
 :func:`balance_price`) work on plain arrays so the finite-N market in
-:mod:`abm.price_formation_market` reuses them unchanged.
+:mod:`abm.price_formation.market` reuses them unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from numba import njit
 
 from .callables import evaluate_callable
 from .impact import Impact, PowerImpact, QuadraticImpact
-from .semi_lagrangian import (
+from ..semi_lagrangian import (
     UniformGrid,
     deposit_at,
     minimise_at,

@@ -2,7 +2,7 @@
 
 A scenario is a list of :class:`ShockEvent`.  Before an event LPs expect none; at its
 time ``τ`` the distribution reached so far is kept, the event is applied, and a new
-equilibrium with perfect foresight is solved from ``τ`` on (:mod:`mfg.lp_scenarios`).
+equilibrium with perfect foresight is solved from ``τ`` on (:mod:`mfg.lp_exit.scenarios`).
 
 An event does, at ``τ``:
 
@@ -23,8 +23,8 @@ The temporary changes are known to LPs from ``τ`` on (perfect foresight after t
 shock); events later than the current one are not anticipated.  Factors of
 overlapping periods multiply.
 
-This module imports nothing from the rest of :mod:`mfg`, so :mod:`mfg.lp_params` can
-import it to hold ``events`` in a :class:`~mfg.lp_params.Scenario`.
+This module imports nothing from the rest of :mod:`mfg`, so :mod:`mfg.lp_exit.params` can
+import it to hold ``events`` in a :class:`~mfg.lp_exit.params.Scenario`.
 """
 
 from __future__ import annotations

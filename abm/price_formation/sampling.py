@@ -42,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from mfg.callables import evaluate_callable
+from mfg.price_formation.callables import evaluate_callable
 
 __all__ = ["P1Density", "as_generator", "p1_density", "sample_density"]
 

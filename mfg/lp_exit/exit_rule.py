@@ -1,7 +1,7 @@
 """Scalar numba helpers shared by the SL kernels (:mod:`mfg.lp_exit`) and the FD kernels
-(:mod:`mfg.lp_exit_fd`): the logit of the exit rule and the forward sweeps' last moments.
+(:mod:`mfg.lp_exit.fd`): the logit of the exit rule and the forward sweeps' last moments.
 
-Kept in their own module because :mod:`mfg.lp_exit` imports :mod:`mfg.lp_exit_fd`.
+Kept in their own module because :mod:`mfg.lp_exit` imports :mod:`mfg.lp_exit.fd`.
 (numba's ``cache=True`` does not see edits here from the kernels' caches: after editing
 this file delete the ``__pycache__`` folders.)
 """

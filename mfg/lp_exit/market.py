@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .lp_params import Market
+from .params import Market
 
 __all__ = ["market_step", "market_path", "DEFAULT_K_FLOOR", "market_constants"]
 

@@ -1,7 +1,7 @@
 """Second-order semi-Lagrangian solver of the LP-exit mean-field game (MODEL.md 2).
 
-Data flow: :class:`~mfg.lp_params.LPExitModel`, :class:`~mfg.lp_params.Grid`,
-:class:`~mfg.lp_params.SolverOptions` → :func:`solve` → :class:`LPExitResult`.
+Data flow: :class:`~mfg.lp_exit.params.LPExitModel`, :class:`~mfg.lp_exit.params.Grid`,
+:class:`~mfg.lp_exit.params.SolverOptions` → :func:`solve` → :class:`LPExitResult`.
 
 One fixed-point iteration on the path ``(P^n, M^n)`` (MODEL.md 2.5):
 
@@ -10,7 +10,7 @@ One fixed-point iteration on the path ``(P^n, M^n)`` (MODEL.md 2.5):
    intensity (MODEL.md 2.3), ``V = C + q (G - C)``;
 2. :func:`forward_sweep` per population: the exact adjoint of the same step; the mass
    ``m_i q_i`` exits and is recorded, ``m_i (1 - q_i)`` moves to the two feet;
-3. the market recursion of MODEL.md 2.4 (:func:`mfg.market.market_path`) on the
+3. the market recursion of MODEL.md 2.4 (:func:`mfg.lp_exit.market.market_path`) on the
    exited masses gives the new price path; the NAV-weighted mean of ``L`` over active
    LPs gives the new mean field;
 4. the update: the price residual is preconditioned by a quasi-Newton step on the
@@ -62,11 +62,11 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from ._exit_rule import _last_stats, _logistic
-from .lp_exit_fd import _fd_backward, _fd_forward, fd_backward_sweep, fd_forward_sweep
-from .lp_params import Grid, LPExitModel, SolverOptions
+from .exit_rule import _last_stats, _logistic
+from .fd import _fd_backward, _fd_forward, fd_backward_sweep, fd_forward_sweep
+from .params import Grid, LPExitModel, SolverOptions
 from .market import DEFAULT_K_FLOOR, market_constants, market_path
-from .semi_lagrangian import deposit_at
+from ..semi_lagrangian import deposit_at
 
 __all__ = [
     "LPExitResult",
@@ -154,7 +154,7 @@ def backward_sweep(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, disco
 
     * ``q = q_max * logistic((G - C) / temperature)`` for ``temperature > 0`` (the
       temperature is a value gap in NAV units, independent of ``dt``; see
-      :class:`~mfg.lp_params.SolverOptions` for why this departs from MODEL.md 2.3;
+      :class:`~mfg.lp_exit.params.SolverOptions` for why this departs from MODEL.md 2.3;
       ``q = 0`` once ``(G - C)/temperature < -LOGIT_CUTOFF``),
     * ``q = q_max * 1{G > C}`` for ``temperature == 0`` (hard rule, the best response),
     * ``q = q_given[n, i]`` when ``evaluate`` (policy evaluation),
@@ -531,7 +531,7 @@ class MarketInputs:
 
 class _SeriesResult:
     """Properties and frames shared by :class:`LPExitResult` and
-    :class:`~mfg.lp_scenarios.ScenarioResult` (same series fields, ``model`` and ``grid``)."""
+    :class:`~mfg.lp_exit.scenarios.ScenarioResult` (same series fields, ``model`` and ``grid``)."""
 
     @property
     def dt(self) -> float:

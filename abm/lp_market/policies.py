@@ -2,7 +2,7 @@
 
 A policy gives, at step ``n`` (from ``t_n`` to ``t_{n+1}``), the probability ``q`` that
 an active LP of population ``k`` holding liquidity ``L`` sells during the step.  The
-engine (:mod:`abm.engine`) and the Mesa model (:mod:`abm.mesa_model`) accept:
+engine (:mod:`abm.lp_market.engine`) and the Mesa model (:mod:`abm.lp_market.mesa_model`) accept:
 
 * ``None`` — nobody exits (:class:`NoExit`);
 * an :class:`~mfg.lp_exit.LPExitResult` or :class:`MFGPolicy` — the mean-field
@@ -60,7 +60,7 @@ NONE, TABLE, THRESHOLD, GIVEN = 0, 1, 2, 3
 class MarketContext:
     """What a policy is bound to: the model, the time grid ``t`` (``n_t`` entries) and the step ``dt``."""
 
-    model: Any  # mfg.lp_params.LPExitModel
+    model: Any  # mfg.lp_exit.params.LPExitModel
     t: np.ndarray
     dt: float
 
@@ -160,7 +160,7 @@ class NoExit(Policy):
 
 class MFGPolicy(Policy):
     """The exit probabilities of a mean-field solution (:class:`~mfg.lp_exit.LPExitResult`,
-    or a stitched :class:`~mfg.lp_scenarios.ScenarioResult`, which has the same fields).
+    or a stitched :class:`~mfg.lp_exit.scenarios.ScenarioResult`, which has the same fields).
 
     ``exit_prob[k, n, :]`` is read at each LP's ``L`` by :func:`mfg.semi_lagrangian.interp_at`
     (P1, constant outside ``[L_min, L_max]``) at the same step ``n``.  The result must

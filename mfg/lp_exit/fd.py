@@ -74,7 +74,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._exit_rule import _last_stats, _logistic
+from .exit_rule import _last_stats, _logistic
 
 __all__ = ["fd_backward_sweep", "fd_forward_sweep"]
 

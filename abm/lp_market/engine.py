@@ -23,7 +23,7 @@ steps.  Status codes: :data:`PENDING` (before entry), :data:`ACTIVE`, :data:`SOL
    ``L_i`` by P1 interpolation, the MFG's own step ``n``); a uniform ``U`` is drawn for
    each LP with ``q > 0`` and it sells iff ``U < q``;
 3. **market**: with ``E_k = exits_k / n_k`` the realised exit fraction,
-   :func:`mfg.market.market_step` (the solver's own function) gives ``S^n``, ``Ŝ^n``,
+   :func:`mfg.lp_exit.market.market_step` (the solver's own function) gives ``S^n``, ``Ŝ^n``,
    ``P^n`` (which includes this step's flow), ``pi_k^n`` and ``K^{n+1}``;
 4. **transport** (``n < N``): every LP still active moves by the exact OU transition
    with the drift coefficients frozen over the step, ``a_k = kappa_k + lam_k``,
@@ -65,7 +65,7 @@ and the normals (or uniforms, two-point) of the LPs that move.  The kernels run 
 (replication, block) items in parallel (``prange``), each item writing only its own
 slots, and every sum over items is a serial loop in a fixed order, so a run is
 bit-identical for any number of threads; it depends on ``block_size``.  The Mesa model
-(:mod:`abm.mesa_model`) draws the same numbers in the same order.
+(:mod:`abm.lp_market.mesa_model`) draws the same numbers in the same order.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ from numba import njit, prange
 from numba.typed import List
 
 from mfg.lp_exit import MarketInputs
-from mfg.lp_params import Grid, LPExitModel, Scenario
-from mfg.market import DEFAULT_K_FLOOR, market_constants, market_step
+from mfg.lp_exit.params import Grid, LPExitModel, Scenario
+from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_constants, market_step
 from mfg.semi_lagrangian import interp_at
 
 from .policies import GIVEN, NONE, TABLE, THRESHOLD, BoundPolicy, DecisionContext, MarketContext, as_policy
@@ -480,11 +480,11 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
     Kbar, pbar, sigma = inputs.resolved(model, n_t)
     Kbar, pbar, sigma = Kbar.copy(), pbar.copy(), sigma.copy()
 
-    # shock events (mfg.lp_events): shifts and cuts at their step, factors over their period
+    # shock events (mfg.lp_exit.events): shifts and cuts at their step, factors over their period
     shift = np.zeros((n_pop, n_t))
     cut = np.zeros(n_t + 1)
     if events:
-        from mfg.lp_events import ShockSchedule, check_events
+        from mfg.lp_exit.events import ShockSchedule, check_events
 
         evs = check_events(events, names, model.start, model.end, dt)
         kb, pb, sg = ShockSchedule(events=evs).factors(t, names, tol=1e-9 * dt)
@@ -770,21 +770,21 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
 
     Parameters
     ----------
-    model : :class:`~mfg.lp_params.LPExitModel` or :class:`~mfg.lp_params.Scenario`.
+    model : :class:`~mfg.lp_exit.params.LPExitModel` or :class:`~mfg.lp_exit.params.Scenario`.
     policy : ``None`` (nobody sells), an :class:`~mfg.lp_exit.LPExitResult` (its
-        ``exit_prob`` at each LP's ``L``, same step), a :class:`abm.policies.Policy`
-        (e.g. :class:`~abm.policies.ThresholdPolicy`) or a callable ``fn(L, ctx) -> q``
-        (:mod:`abm.policies`).
+        ``exit_prob`` at each LP's ``L``, same step), a :class:`abm.lp_market.policies.Policy`
+        (e.g. :class:`~abm.lp_market.policies.ThresholdPolicy`) or a callable ``fn(L, ctx) -> q``
+        (:mod:`abm.lp_market.policies`).
     n_agents : LPs per market, split over populations by NAV weight.
     n_reps : independent markets.   seed : int, ``SeedSequence`` or ``None``.
     dt : the step (default: the Scenario's grid or the MFG policy's; all given must agree).
     inputs : :class:`~mfg.lp_exit.MarketInputs` (time-varying ``Kbar, pbar, sigma``);
         default: those the MFG policy was solved with, else the model's constants
         (with events: the model's constants times the events' factors).
-    events : :class:`mfg.lp_events.ShockEvent` s: liquidity shifts of the active LPs of
+    events : :class:`mfg.lp_exit.events.ShockEvent` s: liquidity shifts of the active LPs of
         the populations hit and capital cuts at their step, ``Kbar/pbar/sigma`` factors
         over their period (multiplying ``inputs``); default: the events of a
-        :class:`~mfg.lp_scenarios.ScenarioResult` policy, else none.
+        :class:`~mfg.lp_exit.scenarios.ScenarioResult` policy, else none.
     snapshot_times : times (years; nearest step) at which every LP's ``L`` and status
         are stored (memory ``R * S * n_agents * 9`` bytes).
     block_size : agents per random stream and unit of parallel work (results depend on it).

@@ -1,0 +1,327 @@
+"""Validated parameters of the LP-exit mean-field game (MODEL.md 2).
+
+Units (MODEL.md 2): time in years, money in units of fund NAV (a stake worth 1 at
+NAV), rates per year.  Liquidity ``L`` is a dimensionless state; ``lbar``, ``ell``,
+``initial_mean``, ``L_min``/``L_max`` and a seasonal ``amplitude`` are in its units.
+
+Field names are the symbols of MODEL.md 2:
+
+* :class:`Population` (2.1–2.3) — ``kappa, lbar, sigma, lam, alpha`` (liquidity
+  dynamics), ``eta, ell`` (holding cost ``c(L) = eta (ell - L)^+``), ``y, r, g``
+  (yield, discount rate, NAV growth), ``phi`` (transaction cost), ``a_max`` (sale
+  success rate; ``a_max = 0`` switches exits off), ``initial_mean, initial_std``
+  (Gaussian initial law of ``L``), ``vintage, life`` (active on
+  ``[vintage, vintage + life]``), ``weight`` (share of market NAV) and an optional
+  :class:`Seasonal` schedule ``s(t)``.
+* :class:`Market` (2.4) — ``pbar, beta, tau_s, K0, Kbar, theta_K``, the initial sell
+  pressure ``S0`` and the remaining-life price curve
+  ``A(tau) = 1 - a_tail * exp(-tau / tau_tail)``.
+* :class:`LPExitModel` — populations, market and the simulated window ``[start, end]``.
+* :class:`Grid` (2.6) — ``L_min, L_max, n_L, dt``.
+* :class:`SolverOptions` (2.3, 2.5) — ``temperature`` (logit ε in NAV units; 0 = hard
+  exit), ``damping, tol, max_iter, anderson, precondition, workers``.
+* :class:`Scenario` — the three together, read from and written to TOML
+  (:func:`load_scenario`, :meth:`Scenario.to_toml`).
+
+All models are frozen and refuse unknown fields, NaN/inf and out-of-range values
+with a ``pydantic.ValidationError`` whose location names the offending field.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import tomli_w
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .events import ShockEvent, check_events, sort_events
+
+__all__ = [
+    "Seasonal",
+    "Population",
+    "Market",
+    "LPExitModel",
+    "Grid",
+    "SolverOptions",
+    "Scenario",
+    "load_scenario",
+    "COVER_SDS",
+]
+
+#: The grid must contain ``initial_mean ± COVER_SDS * initial_std`` of every population.
+COVER_SDS = 5.0
+
+_CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NonNeg = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
+def _nonblank(s: str) -> str:
+    if not s.strip():
+        raise ValueError("must not be blank")
+    return s
+
+
+Name = Annotated[str, AfterValidator(_nonblank)]
+
+
+class Seasonal(BaseModel):
+    """Seasonal shift ``s(t)`` of the liquidity target (MODEL.md 2.2).
+
+    A periodic box: ``s(t) = amplitude`` while the fraction of the calendar year
+    ``t - floor(t)`` lies in ``[start, end)``, else 0.  The default ``[0.75, 1.0)`` is
+    Q4 (fiscal year-end rebalancing of pensions: a negative amplitude lowers their
+    liquidity target in Q4).  ``amplitude`` is in liquidity units; ``start`` and
+    ``end`` are fractions of a year.  A box (rather than a smooth bump) keeps the
+    schedule exactly what the user wrote; the SL scheme samples it at ``t_n``.
+    """
+
+    model_config = _CONFIG
+
+    amplitude: Finite
+    start: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.75
+    end: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.end > self.start:
+            raise ValueError(f"end ({self.end}) must exceed start ({self.start})")
+        return self
+
+    def __call__(self, t):
+        """``s(t)`` for scalar or array ``t`` (years)."""
+        frac = np.asarray(t, dtype=float) % 1.0
+        return np.where((frac >= self.start) & (frac < self.end), self.amplitude, 0.0)
+
+
+class Population(BaseModel):
+    """One LP population (MODEL.md 2.1–2.3)."""
+
+    model_config = _CONFIG
+
+    name: Name
+    lp_type: Name = "other"  # pension, endowment, sovereign, ... (a label)
+    vintage: Finite  # fund start, calendar years
+    life: Positive  # fund life T_k, years
+    weight: NonNeg  # share of market NAV (normalised over populations)
+    kappa: NonNeg  # mean reversion of L, 1/yr
+    lbar: Finite  # long-run liquidity level
+    sigma: NonNeg  # liquidity volatility, units/sqrt(yr)
+    lam: NonNeg = 0.0  # herding towards the mean field M, 1/yr
+    alpha: NonNeg = 0.0  # mark-to-market feedback, units/yr per unit log-price
+    eta: NonNeg  # holding-cost rate below ell, NAV/yr per liquidity unit
+    ell: Finite  # liquidity level below which holding costs accrue
+    y: Finite  # distribution yield, 1/yr
+    r: Finite  # discount rate, 1/yr
+    g: Finite  # NAV growth, 1/yr
+    phi: NonNeg = 0.0  # transaction cost of a sale, fraction of NAV
+    a_max: NonNeg  # rate at which a sale attempt succeeds, 1/yr (0: no exits)
+    initial_mean: Finite  # mean of the Gaussian initial law of L
+    initial_std: NonNeg  # its standard deviation (0: a point mass)
+    seasonal: Seasonal | None = None
+
+    @property
+    def maturity(self) -> float:
+        """``vintage + life``: the fund liquidates and pays NAV."""
+        return self.vintage + self.life
+
+    def schedule(self, t) -> np.ndarray:
+        """``s_k(t)`` (zero without a seasonal schedule)."""
+        t = np.asarray(t, dtype=float)
+        return np.zeros_like(t) if self.seasonal is None else self.seasonal(t)
+
+
+class Market(BaseModel):
+    """Secondary market of MODEL.md 2.4.
+
+    ``pbar``: calm price factor P̄ (fraction of NAV); ``beta``: price impact of sell
+    pressure relative to buyer capital; ``tau_s``: memory of sell pressure, years;
+    ``K0``, ``Kbar``: initial and target buyer capital (NAV units; the market's total
+    NAV is 1); ``theta_K``: refill rate of buyer capital, 1/yr; ``S0``: initial sell
+    pressure Ŝ^{-1}, NAV/yr.  Remaining-life curve
+    ``A(tau) = 1 - a_tail * exp(-tau / tau_tail)`` (tail-end funds trade lower;
+    ``a_tail = 0`` gives ``A = 1``).
+    """
+
+    model_config = _CONFIG
+
+    pbar: Positive
+    beta: NonNeg
+    tau_s: Positive
+    K0: Positive
+    Kbar: Positive
+    theta_K: NonNeg
+    S0: NonNeg = 0.0
+    a_tail: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.0
+    tau_tail: Positive = 1.0
+
+    def remaining_life_factor(self, tau) -> np.ndarray:
+        """``A(tau)`` for remaining life ``tau >= 0`` (years)."""
+        tau = np.maximum(np.asarray(tau, dtype=float), 0.0)
+        return 1.0 - self.a_tail * np.exp(-tau / self.tau_tail)
+
+
+class LPExitModel(BaseModel):
+    """Populations, market and the simulated window ``[start, end]`` (years)."""
+
+    model_config = _CONFIG
+
+    populations: tuple[Population, ...]
+    market: Market
+    start: Finite
+    end: Finite
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.end > self.start:
+            raise ValueError(f"end ({self.end}) must exceed start ({self.start})")
+        if not self.populations:
+            raise ValueError("populations: at least one population is needed")
+        names = [p.name for p in self.populations]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"populations: duplicate name(s) {sorted(dup)}")
+        total = math.fsum(p.weight for p in self.populations)
+        if not total > 0:
+            raise ValueError("populations.weight: weights must sum to a positive number")
+        for p in self.populations:
+            if not (p.vintage < self.end and p.maturity > self.start):
+                raise ValueError(
+                    f"populations[{p.name}].vintage: fund life [{p.vintage}, {p.maturity}] does not "
+                    f"overlap the window [{self.start}, {self.end}]"
+                )
+        return self
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Weights normalised to sum to 1."""
+        w = np.array([p.weight for p in self.populations], dtype=float)
+        return w / w.sum()
+
+
+class Grid(BaseModel):
+    """Uniform liquidity grid ``[L_min, L_max]`` with ``n_L`` nodes and time step ``dt`` (years)."""
+
+    model_config = _CONFIG
+
+    L_min: Finite
+    L_max: Finite
+    n_L: Annotated[int, Field(ge=3)]
+    dt: Positive
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.L_max > self.L_min:
+            raise ValueError(f"L_max ({self.L_max}) must exceed L_min ({self.L_min})")
+        return self
+
+    @property
+    def dL(self) -> float:
+        return (self.L_max - self.L_min) / (self.n_L - 1)
+
+    def check_covers(self, model: LPExitModel) -> None:
+        """Refuse a grid that does not hold ``initial_mean ± COVER_SDS * initial_std`` of every population."""
+        for p in model.populations:
+            lo = p.initial_mean - COVER_SDS * p.initial_std
+            hi = p.initial_mean + COVER_SDS * p.initial_std
+            if lo < self.L_min:
+                raise ValueError(
+                    f"L_min={self.L_min} does not cover the initial law of population {p.name!r} "
+                    f"(mean - {COVER_SDS:g} sd = {lo:.6g})"
+                )
+            if hi > self.L_max:
+                raise ValueError(
+                    f"L_max={self.L_max} does not cover the initial law of population {p.name!r} "
+                    f"(mean + {COVER_SDS:g} sd = {hi:.6g})"
+                )
+
+
+class SolverOptions(BaseModel):
+    """Options of the fixed point (MODEL.md 2.5).
+
+    ``temperature`` ε is the logit temperature of the exit decision in value units
+    (NAV): ``q = q_max · logistic((G − C)/ε)``, so the exit probability moves from
+    ``q_max/2`` at the threshold to ``q_max/(1 + e)`` one ε below it in value.  0 gives the
+    hard rule ``q = q_max 1{G > C}``.  This departs from MODEL.md 2.3, whose argument
+    ``q_max (G − C)/ε`` has width ``ε/q_max ≈ ε/(a_max dt)`` in ``G − C``: with it the same
+    ε smooths more as ``dt`` shrinks, and as ``dt → 0`` every LP, however far from its
+    threshold, sells at rate ``a_max/2`` (a degenerate continuous-time limit).  Here the
+    smoothing does not depend on ``dt``, so grid refinement converges; MODEL.md's ε at
+    step ``dt`` is ``ε · q_max`` in these units.  Both share the hard limit ε → 0.
+    ``damping`` θ ∈ (0, 1]: the mixing of the step, ``x + θ D (g(x) - x)`` (with
+    ``anderson = 0`` and no preconditioner the path is updated to ``(1 - θ) old + θ new``).
+    ``anderson``: depth ``m`` of type-II Anderson acceleration on the path that feeds
+    back (``P``, and ``M`` when some population herds); 0 switches it off.  A proposal
+    with ``P <= 0``, a non-finite entry or a larger residual than the current one is
+    replaced by the damped step.  ``precondition``: scale the price residual by a
+    quasi-Newton step ``D = (I - J)^{-1}``, ``J`` the causal response of the market
+    recursion to the price when each step's exits react (logit derivative) to that
+    step's price (``mfg.lp_exit._market_newton``); it removes the oscillating mode of the
+    price feedback, so ``damping = 1`` works.  No effect at ``temperature = 0``.
+    ``workers``: threads sweeping the populations concurrently (the kernels release
+    the GIL; results are bit-identical for any value; 1 runs them in turn).
+    Defaults (``damping=1, anderson=5, precondition=True``) were chosen by the
+    measurements in docs/lp_exit_fixed_point.md.  The iteration stops when
+    ``max(max|P_new - P|, max|M_new - M|) <= tol`` or after ``max_iter`` evaluations
+    of the fixed-point map.
+    """
+
+    model_config = _CONFIG
+
+    temperature: NonNeg = 1e-3
+    damping: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
+    tol: Positive = 1e-8
+    max_iter: Annotated[int, Field(ge=1)] = 200
+    anderson: Annotated[int, Field(ge=0, le=50)] = 5
+    precondition: bool = True
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+
+
+class Scenario(BaseModel):
+    """A model with its grid and solver options: the content of a scenario TOML file.
+
+    Layout::
+
+        [model]          start, end
+        [model.market]   pbar, beta, ...
+        [[model.populations]]   name, lp_type, vintage, ...
+        [model.populations.seasonal]   amplitude, start, end   (optional)
+        [grid]           L_min, L_max, n_L, dt
+        [solver]         temperature, damping, tol, max_iter, anderson, precondition, workers  (optional)
+        [[events]]       time, name, description, populations, liquidity_shift, capital_cut,
+                         Kbar_factor, pbar_factor, sigma_factor, duration  (optional; mfg.lp_exit.events.ShockEvent)
+    """
+
+    model_config = _CONFIG
+
+    model: LPExitModel
+    grid: Grid
+    solver: SolverOptions = SolverOptions()
+    events: Annotated[tuple[ShockEvent, ...], AfterValidator(sort_events)] = ()
+
+    @model_validator(mode="after")
+    def _covers(self):
+        self.grid.check_covers(self.model)
+        check_events(self.events, [p.name for p in self.model.populations], self.model.start, self.model.end,
+                     float(self.grid.dt))
+        return self
+
+    @classmethod
+    def from_toml(cls, text: str) -> "Scenario":
+        return cls.model_validate(tomllib.loads(text))
+
+    def to_toml(self) -> str:
+        """TOML text that :meth:`from_toml` reads back to an equal scenario."""
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML file (see :class:`Scenario`)."""
+    with open(path, "rb") as fh:
+        return Scenario.model_validate(tomllib.load(fh))
