@@ -187,25 +187,24 @@ def forward_ref(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx):
 
 def kernels(repeats: int) -> None:
     """One backward and one forward sweep on the 1-population case's equilibrium path."""
-    from mfg.lp_exit import backward_sweep, forward_sweep
+    from mfg.lp_exit.discretisation import discretise
+    from mfg.lp_exit.kernels import ExitRule, backward_sweep, forward_sweep
 
     m = model(1, (0.0,))
     r = solve(m, GRID, DEFAULT)
-    p = m.populations[0]
+    disc = discretise(m, GRID, inputs=r.inputs)
+    pop, coef, mesh = disc.population(0), disc.coefficients(r.price, r.mean_liquidity)[0], disc.mesh
     n_t, dt, lower, dx = r.t.size, GRID.dt, GRID.L_min, GRID.dL
-    c = p.kappa * (p.lbar + p.schedule(r.t)) + p.lam * r.mean_liquidity + p.alpha * np.log(r.price / MARKET["pbar"])
-    G = r.price * m.market.remaining_life_factor(p.maturity - r.t) - p.phi
-    sig = np.full(n_t, p.sigma)
-    run_ = (p.y - p.eta * np.maximum(p.ell - r.L, 0.0)) * dt
-    disc, q_max, a = np.exp(-(p.r - p.g) * dt), -np.expm1(-p.a_max * dt), p.kappa + p.lam
-    term, m0 = np.ones(GRID.n_L), r.density[0, 0] * r.dL
-    new_b = lambda: backward_sweep(0, n_t - 1, term, c, a, sig, dt, disc, run_, G, q_max, 1e-3, False,  # noqa: E731
-                                   np.zeros((1, 1)), lower, dx)
-    ref_b = lambda: backward_ref(0, n_t - 1, term, c, a, sig, dt, disc, run_, G, q_max, 1e-3, lower, dx)  # noqa: E731
+    m0 = r.density[0, 0] * r.dL
+    rule = ExitRule(1e-3, False, np.zeros((1, 1)))
+    new_b = lambda: backward_sweep(pop, coef, rule, mesh)  # noqa: E731
+    ref_b = lambda: backward_ref(pop.n_first, pop.n_last, pop.terminal, coef.drift_c, pop.drift_a,  # noqa: E731
+                                 coef.sigma, dt, pop.discount, pop.running, coef.G, pop.q_max, 1e-3, lower, dx)
     V, q, _ = new_b()
     V0, q0 = ref_b()
-    new_f = lambda: forward_sweep(m0, 0, n_t - 1, c, a, sig, dt, q, lower, dx)  # noqa: E731
-    ref_f = lambda: forward_ref(m0, 0, n_t - 1, c, a, sig, dt, q, lower, dx)  # noqa: E731
+    new_f = lambda: forward_sweep(m0, pop, coef, q, mesh)  # noqa: E731
+    ref_f = lambda: forward_ref(m0, pop.n_first, pop.n_last, coef.drift_c, pop.drift_a, coef.sigma, dt, q,  # noqa: E731
+                                lower, dx)
     dv, dm = np.nanmax(np.abs(V - V0)), np.max(np.abs(new_f()[0] - ref_f()))
     assert dv < 1e-12 and dm < 1e-12, (dv, dm)
 

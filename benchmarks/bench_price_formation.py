@@ -1,4 +1,4 @@
-"""Wall-clock benchmark of the price-formation solver on the paper's meshes (MODEL.md 1.4).
+"""Wall-clock benchmark of the price-formation solver on the paper's meshes (docs/model.md 1.4).
 
 Times :func:`mfg.price_formation.solve` on the four meshes of both published tests
 (with the published tolerances), after a JIT warm-up, and reports the median and

@@ -132,7 +132,7 @@ def _demo_convergence(out: Path) -> None:
 
     start = time.perf_counter()
     click.echo("")
-    click.echo("Finite-N LP market with the MFG policy against the MFG (MODEL.md 2.8), N = 1e2..1e4 "
+    click.echo("Finite-N LP market with the MFG policy against the MFG (docs/model.md 2.8), N = 1e2..1e4 "
                "(`gelav convergence` runs the full study)")
     res = run_study(demo_config(), out / "convergence", executor="inprocess", overwrite=True, progress=False,
                     dpi=90)
@@ -163,7 +163,7 @@ def _demo_lp_exit(out: Path) -> None:
 
     start = time.perf_counter()
     click.echo("")
-    click.echo("LP-exit MFG (MODEL.md 2): limited partners sell fund stakes on a secondary market")
+    click.echo("LP-exit MFG (docs/model.md 2): limited partners sell fund stakes on a secondary market")
     click.echo("(a first run compiles the LP-exit kernels too: about 20 s more; later runs load them from the cache)")
     _, calm = load_scenario_or_exit("calm")
     res = _solve_echoing_warnings(solve, calm.model, calm.grid, calm.solver)

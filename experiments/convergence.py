@@ -1,7 +1,7 @@
 """The O(1/sqrt(N)) convergence study: finite-N markets against their mean-field limits.
 
-For each model (the LP-exit market of MODEL.md 2.8 run with the MFG policy, the
-price-formation market of MODEL.md 1.5, or a user's own finite-N market), each size ``N``
+For each model (the LP-exit market of docs/model.md 2.8 run with the MFG policy, the
+price-formation market of docs/model.md 1.5, or a user's own finite-N market), each size ``N``
 on a log grid and ``R_N`` replications, the finite market's paths are compared with the
 mean-field solution: per replication a set of *quantities* (``sup_t |P^N - P|``, the
 time average of ``|P^N - P|``, ``F^N(T) - F(T)``, ``M^N(t) - M(t)`` at set times, ...),
@@ -17,7 +17,7 @@ bootstrap intervals, and per quantity
   dominates;
 * for signed quantities, the exponent ``s`` of ``bias(N) = a N^s`` fitted to the biases of
   all sizes (weighted by their inverse variances): ``-1`` for the ``O(1/N)`` bias of
-  MODEL.md 2.8;
+  docs/model.md 2.8;
 
 and, for the LP market, the exploitability of the MFG policy in the N-player game: the
 gain of one LP who deviates to the hard best response against the N-market's mean price
@@ -360,44 +360,21 @@ def lp_exploitability(res, price: np.ndarray, mean_liquidity: np.ndarray) -> flo
     The NAV-weighted gain, integrated over each population's initial law, of one LP who
     plays the hard best response (``temperature = 0``) to the given price and mean-field
     paths instead of the MFG policy, both valued by the solver's backward sweep
-    (:func:`mfg.lp_exit.backward_sweep`: best response, and policy evaluation with
-    ``q = exit_prob``).  With ``res.price, res.mean_liquidity`` this is
-    ``res.exploitability`` (tested); with the N-market's mean paths it is the
+    (:func:`mfg.lp_exit.solver.exploitability`).  With ``res.price, res.mean_liquidity``
+    this is ``res.exploitability`` (tested); with the N-market's mean paths it is the
     exploitability of the MFG policy in the N-player game.  Needs a result solved from
     the model's start (no initial state, no events).
     """
-    from mfg.lp_exit.solver import _initial_masses, backward_sweep
+    from mfg.lp_exit.discretisation import discretise
+    from mfg.lp_exit.params import SolverOptions
+    from mfg.lp_exit.solver import PathSweeps, exploitability
 
-    model, grid = res.model, res.grid
-    if abs(res.t[0] - model.start) > 1e-9:
+    if abs(res.t[0] - res.model.start) > 1e-9:
         raise ValueError("lp_exploitability needs a result solved from the model's start")
-    dt = float(grid.dt)
-    lower, dx = float(grid.L_min), float(grid.dL)
-    x = res.L
-    N = res.t.size - 1
-    P = np.asarray(price, dtype=float)
-    M = np.asarray(mean_liquidity, dtype=float)
-    pbar = res.inputs.pbar
-    sigma = res.inputs.sigma
-    logp = np.log(P / pbar)
-    terminal = np.ones(x.size)
-    dummy = np.zeros((1, 1))
-    gain = 0.0
-    for k, p in enumerate(model.populations):
-        n_first = max(0, round((p.vintage - model.start) / dt))
-        n_last = min(N, round((p.maturity - model.start) / dt))
-        kappa_target = p.kappa * (p.lbar + p.schedule(res.t))
-        life = model.market.remaining_life_factor(p.maturity - res.t)
-        c = kappa_target + p.lam * M + p.alpha * logp
-        G = P * life - p.phi
-        running = (p.y - p.eta * np.maximum(p.ell - x, 0.0)) * dt
-        args = (n_first, n_last, terminal, c, p.kappa + p.lam, sigma[k], dt, math.exp(-(p.r - p.g) * dt), running, G,
-                -math.expm1(-p.a_max * dt), 0.0)
-        v_br, _, _ = backward_sweep(*args, False, dummy, lower, dx)
-        v_pol, _, _ = backward_sweep(*args, True, np.ascontiguousarray(res.exit_prob[k]), lower, dx)
-        m0 = _initial_masses(p.initial_mean, p.initial_std, x, lower, dx)
-        gain += model.weights[k] * float(np.dot(m0, v_br[n_first] - v_pol[n_first]))
-    return gain
+    disc = discretise(res.model, res.grid, inputs=res.inputs)
+    with PathSweeps(disc, "sl", SolverOptions()) as sweeps:
+        return exploitability(sweeps, np.asarray(price, dtype=float), np.asarray(mean_liquidity, dtype=float),
+                              np.ascontiguousarray(res.exit_prob))
 
 
 def lp_market(scenario: str = "convergence", transition: str = "two-point", n_L: int | None = None,
@@ -443,7 +420,7 @@ def lp_market(scenario: str = "convergence", transition: str = "two-point", n_L:
         return lp_exploitability(res, mean_paths["price"].to_numpy(), mean_paths["mean_liquidity"].to_numpy())
 
     name = Path(str(scenario)).stem
-    info = (f"LP-exit market (MODEL.md 2.8), scenario {name}: {len(sc.model.populations)} populations, "
+    info = (f"LP-exit market (docs/model.md 2.8), scenario {name}: {len(sc.model.populations)} populations, "
             f"{t0:g} to {t1:g}, grid {res.L.size} x {n_t} (dt = {res.dt:.4g}), temperature "
             f"{sc.solver.temperature:g}; MFG policy q(t_n, L) by P1 interpolation; transition {transition!r}; "
             f"MFG: {res.iterations} iterations, residual {res.residuals[-1]:.1e}, exploitability "
@@ -474,7 +451,7 @@ def _pf_setup(test: int, rho: float, h: float, reference_size: int):
 
 def price_formation_market(test: int = 1, rho: float = 0.02, h: float = 0.04,
                            reference_size: int = 20_000) -> FiniteNModel:
-    """The N-trader price-formation market of MODEL.md 1.5 (:mod:`abm.price_formation.market`).
+    """The N-trader price-formation market of docs/model.md 1.5 (:mod:`abm.price_formation.market`).
 
     As in :func:`experiments.finite_n_price.finite_n_table`: each market is the N-trader
     equilibrium on the ``(rho, h)`` mesh, started from the reference price, stopped at
@@ -517,7 +494,7 @@ def price_formation_market(test: int = 1, rho: float = 0.02, h: float = 0.04,
           Quantity("X(0)", "mean_holding", "at", at=float(t[0])),
           Quantity("P_sup_nodal", "price", "sup", reference="nodal"))
     gap = float(np.max(np.abs(ref.price - mfg.price)))
-    info = (f"price-formation market (MODEL.md 1.5), paper test {test}, rho = {rho:g}, h = {h:g}; reference: the "
+    info = (f"price-formation market (docs/model.md 1.5), paper test {test}, rho = {rho:g}, h = {h:g}; reference: the "
             f"particle market on {reference_size} quantile holdings (nodal solver {gap:.2e} away in sup norm); "
             f"law: RMSE of P_sup = {coef * sd:.4f}/sqrt(N)",)
     steps = n_t - 1

@@ -55,7 +55,7 @@ def dataset(ctx, scenario, n_lps, seed, out, fmt, force, realistic, stale_nav, b
             funds_per_vintage, fund_dispersion, nav_vol, nav_drop, market_nav, threads) -> None:
     """Write transactions, quarterly and lp_panel tables of one finite LP market (docs/datasets.md).
 
-    `gelav dataset describe PATH` prints a dataset's stylised facts beside MODEL.md 2.10.
+    `gelav dataset describe PATH` prints a dataset's stylised facts beside docs/model.md 2.10.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -91,7 +91,7 @@ def dataset(ctx, scenario, n_lps, seed, out, fmt, force, realistic, stale_nav, b
 @dataset.command("describe")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def describe_cmd(path: Path) -> None:
-    """Print the stylised facts of the dataset in PATH beside the public figures (MODEL.md 2.10)."""
+    """Print the stylised facts of the dataset in PATH beside the public figures (docs/model.md 2.10)."""
     from .datasets_describe import describe, describe_text
 
     try:

@@ -1,6 +1,6 @@
 """Empirical-style datasets of the private-equity secondary market from the finite-N LP market.
 
-:func:`generate` runs one finite market of ``n_lps`` LPs (MODEL.md 2.8, :mod:`abm.lp_market.engine`) under
+:func:`generate` runs one finite market of ``n_lps`` LPs (docs/model.md 2.8, :mod:`abm.lp_market.engine`) under
 the MFG policy of a scenario (:func:`mfg.lp_exit.solve`, or :func:`mfg.lp_exit.scenarios.solve_scenario`
 when the scenario has shock events) and writes what a researcher gets from an intermediary or a
 data vendor, with the generating truth kept alongside:

@@ -1,4 +1,4 @@
-"""Stylised facts of a dataset written by :func:`experiments.datasets.generate`, beside MODEL.md 2.10.
+"""Stylised facts of a dataset written by :func:`experiments.datasets.generate`, beside docs/model.md 2.10.
 
 :func:`describe` reads ``transactions`` and ``quarterly`` (Parquet or CSV) and returns the facts a
 researcher would compute from vendor data; :func:`describe_text` prints them next to the public
@@ -29,7 +29,7 @@ from .datasets import load_dataset
 
 __all__ = ["COGENT_2008", "PUBLIC", "describe", "describe_text"]
 
-#: MODEL.md 2.10, as (low, high) ranges or point values.
+#: docs/model.md 2.10, as (low, high) ranges or point values.
 PUBLIC = {
     "discount_pct": (5.0, 15.0),
     "discount_note": "5-15% in normal years; 13.8% on average, about 9% for funds 4-9 years old (Nadauld et al. 2019)",
@@ -41,7 +41,7 @@ PUBLIC = {
     "sellers": "pensions ~5% of sellers at the 2009 trough, ~40% in 2010; endowments the stressed sellers; "
                "sovereign wealth funds postponed",
 }
-#: Cogent average high bid, % of NAV, by half-year (MODEL.md 2.10).
+#: Cogent average high bid, % of NAV, by half-year (docs/model.md 2.10).
 COGENT_2008 = {"2008H1": "84.7", "2008H2": "61", "2009H1": "40-45", "2009H2": "72", "2010H1": "80", "2010H2": "84",
                "2013H1": "89-92", "2015H2": "89-92"}
 COVID_2020 = {"2019H2": "89", "2020H1": "80", "2021H1": "~90"}
@@ -49,8 +49,8 @@ COVID_2020 = {"2019H2": "89", "2020H1": "80", "2021H1": "~90"}
 CRISIS_PUBLIC = {
     2008: dict(trough="40-45 (2009H1)", pre="84.7 (2008H1)", closed="about 60",
                volume="-39 (2009: volume fell at the trough)"),
-    2020: dict(trough="80 (2020H1)", pre="89", closed="about 90 a year later", volume="none in MODEL.md 2.10"),
-    None: dict(trough="none in MODEL.md 2.10", pre="", closed="", volume=""),
+    2020: dict(trough="80 (2020H1)", pre="89", closed="about 90 a year later", volume="none in docs/model.md 2.10"),
+    None: dict(trough="none in docs/model.md 2.10", pre="", closed="", volume=""),
 }
 
 
@@ -156,7 +156,7 @@ def _mix(d: dict) -> str:
 
 
 def describe_text(f: dict) -> str:
-    """Lines of text: each fact of :func:`describe` beside MODEL.md 2.10."""
+    """Lines of text: each fact of :func:`describe` beside docs/model.md 2.10."""
     opts = f.get("options", {})
     on = [k for k in ("stale_nav", "bid_dispersion", "strategies", "fund_dispersion", "nav_vol") if opts.get(k)]
     if opts.get("funds_per_vintage", 1) > 1:
@@ -164,7 +164,7 @@ def describe_text(f: dict) -> str:
     lines = [f"dataset: scenario {f['scenario']}, seed {f['seed']}, {f['n_lps']:,} LPs, window "
              f"{f['window'][0]:g}-{f['window'][1]:g}, {f['n_sales']:,} sales; realism: {', '.join(on) or 'off'}",
              f"normal period: {f['normal_period']}", "",
-             f"{'fact':<44} {'dataset':>14}   public (MODEL.md 2.10)",
+             f"{'fact':<44} {'dataset':>14}   public (docs/model.md 2.10)",
              f"{'-' * 44} {'-' * 14}   {'-' * 30}"]
 
     def row(name, val, pub):

@@ -1,7 +1,7 @@
 """The finite-N price-formation market against its mean-field limit: the 1/sqrt(N) law.
 
-MODEL.md 1.5: in the LQ case the N-trader equilibrium price is the closed form of
-MODEL.md 1.3 with the sample mean ``xbar^N_0`` of the initial holdings in place of
+docs/model.md 1.5: in the LQ case the N-trader equilibrium price is the closed form of
+docs/model.md 1.3 with the sample mean ``xbar^N_0`` of the initial holdings in place of
 ``xbar_0``, so ``price^N(t) - price(t) = -(gamma + eta (T - t)) (xbar^N_0 - xbar_0)`` and
 
     RMSE over samples of sup_t |price^N - price| = sup_t |gamma + eta (T - t)| * sd(m_0) / sqrt(N)
@@ -69,10 +69,10 @@ TOL_FRACTION = 2e-2
 
 
 def law_coefficient(exact, t) -> np.ndarray:
-    """``gamma + eta (T - t)``, the sensitivity of the price to ``xbar_0`` (MODEL.md 1.5).
+    """``gamma + eta (T - t)``, the sensitivity of the price to ``xbar_0`` (docs/model.md 1.5).
 
     Zero for the linear-potential test 2: there the price does not depend on the
-    holdings (MODEL.md 1.3), so only discretisation noise remains.
+    holdings (docs/model.md 1.3), so only discretisation noise remains.
     """
     t = np.asarray(t, dtype=float)
     if isinstance(exact, LQSolution):
@@ -108,7 +108,7 @@ def finite_n_table(
     reference_size: int = REFERENCE_SIZE,
     progress: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per N: how far the N-trader price is from its mean-field limit (MODEL.md 1.5).
+    """One row per N: how far the N-trader price is from its mean-field limit (docs/model.md 1.5).
 
     Columns
     -------

@@ -1,14 +1,14 @@
-"""Reports of the LP-exit game (MODEL.md 2): scenario files, summaries, figures, CSV frames.
+"""Reports of the LP-exit game (docs/model.md 2): scenario files, summaries, figures, CSV frames.
 
 * :func:`resolve_scenario` — a bare name (``"calm"``) is a file shipped in
   ``experiments/scenarios/`` (package data); anything else is a path.
   :func:`shipped_scenarios` lists the shipped files with their one-line descriptions.
-* :func:`summary` / :func:`summary_text` — the figures a user holds against MODEL.md 2.10:
+* :func:`summary` / :func:`summary_text` — the figures a user holds against docs/model.md 2.10:
   discount range, annual sales, second-half share of sales, the lowest price, iterations,
   residual, exploitability, timings.  Works for a plain :func:`mfg.lp_exit.solve` result
   and for a :class:`mfg.lp_exit.scenarios.ScenarioResult`.
 * :func:`amplification_summary` / :func:`amplification_text` — equilibrium vs the
-  no-feedback ("DCF") baseline after a shock (MODEL.md 2.7).
+  no-feedback ("DCF") baseline after a shock (docs/model.md 2.7).
 * :func:`lp_exit_figure`, :func:`amplification_figure` — matplotlib figures (Agg).
 * :func:`write_outputs` — ``market.csv``, ``populations.csv`` and the figure, atomically.
 """

@@ -1,4 +1,4 @@
-"""The published experiments of Ashrafyan & Gomes (MODEL.md 1.4) as problem objects.
+"""The published experiments of Ashrafyan & Gomes (docs/model.md 1.4) as problem objects.
 
 Both tests: T = 1, domain [-1, 1], u_T = 0, supply ``Q' = 5 sin(3 pi t) - 4 Q``,
 ``Q(0) = -1/2`` and a bump initial density ``exp(-1/(1 - (lam x)^2))``.
@@ -24,7 +24,7 @@ _C = -0.5 - _B
 #: (rho, h) of the paper's four meshes.
 MESHES = ((0.02, 0.04), (0.01, 0.02), (0.005, 0.01), (0.0025, 0.005))
 
-#: Published relative l-infinity errors (MODEL.md 1.4): test -> rho -> (price, u(.,0), m(.,T)).
+#: Published relative l-infinity errors (docs/model.md 1.4): test -> rho -> (price, u(.,0), m(.,T)).
 PUBLISHED = {
     1: {0.02: (1.2e-2, 2.5e-2, 8.8e-2), 0.01: (6.0e-3, 1.1e-2, 4.2e-2),
         0.005: (3.3e-3, 4.7e-3, 1.8e-2), 0.0025: (2.1e-3, 1.2e-3, 6.7e-3)},
@@ -73,7 +73,7 @@ class PaperTest:
     tol: float
 
     def errors(self, result) -> dict[str, float]:
-        """Relative l-infinity errors: price on t_0..t_{N-1}, u(., 0), m(., T) (MODEL.md 1.4)."""
+        """Relative l-infinity errors: price on t_0..t_{N-1}, u(., 0), m(., T) (docs/model.md 1.4)."""
         T = self.problem.horizon
         p_ex = self.exact.price(result.price_times)
         u_ex = self.exact.value(result.x, 0.0)

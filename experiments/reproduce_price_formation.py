@@ -1,4 +1,4 @@
-"""Reproduce the published tables of Ashrafyan & Gomes (MODEL.md 1.4).
+"""Reproduce the published tables of Ashrafyan & Gomes (docs/model.md 1.4).
 
 ``reproduce_tables`` solves both tests on the four meshes and puts our relative
 errors and iteration counts beside the printed ones; ``convergence_order`` measures

@@ -1,6 +1,6 @@
 """Semi-Lagrangian (SL) building blocks on a uniform 1-D grid.
 
-These are the pieces both continuum solvers share (MODEL.md 1.2 and 2.6):
+These are the pieces both continuum solvers share (docs/model.md 1.2 and 2.6):
 
 * :class:`UniformGrid` — nodes ``x_i = lower + i * spacing``, ``i = 0..n-1``;
 * :func:`interp_p1` — the P1 (hat-function) interpolant ``I[u](y)``;

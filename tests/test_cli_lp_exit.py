@@ -22,7 +22,7 @@ def test_lp_exit_calm_writes_frames_figure_and_summary(tmp_path):
     out = r.output
     assert "14 iterations, converged" in out
     lo, mean, hi = map(float, re.search(r"discount \(% of NAV\): min (\S+), mean (\S+), max (\S+)", out).groups())
-    assert 5.0 < lo < mean < hi < 15.0  # MODEL.md 2.10: calm discounts 5 to 15 %
+    assert 5.0 < lo < mean < hi < 15.0  # docs/model.md 2.10: calm discounts 5 to 15 %
     sales = float(re.search(r"sales \(% of active NAV a year\): mean (\S+);", out).group(1))
     assert 1.0 <= sales <= 2.5
     assert "second-half share of annual sales" in out

@@ -172,7 +172,7 @@ def test_calm_facts_in_calibrated_ranges(calm):
     assert f["seller_mix_pct"].get("sovereign", 0.0) == 0.0  # sovereigns postpone
     assert f["mfg_gap_pct_points"] < 0.5  # 20 000 LPs track the MFG price
     text = describe_text(f)
-    assert "turnover" in text and "MODEL.md 2.10" in text
+    assert "turnover" in text and "docs/model.md 2.10" in text
 
 
 def test_crisis_describe(crisis_realistic):
@@ -215,7 +215,7 @@ def test_cli(tmp_path):
     res = r.invoke(dataset, ["--scenario", "crisis_2008", "--n-lps", "800", "--out", str(out)])
     assert res.exit_code == 2 and "--force" in res.output
     res = r.invoke(dataset, ["describe", str(out)])
-    assert res.exit_code == 0 and "public (MODEL.md 2.10)" in res.output
+    assert res.exit_code == 0 and "public (docs/model.md 2.10)" in res.output
     res = r.invoke(dataset, ["--scenario", "no_such_scenario", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "shipped" in res.output
     res = r.invoke(dataset, [])

@@ -1,4 +1,4 @@
-"""Checks of the exact solutions (mfg/price_formation/exact.py, MODEL.md 1.3) against independent computations.
+"""Checks of the exact solutions (mfg/price_formation/exact.py, docs/model.md 1.3) against independent computations.
 
 * LQ: the closed-form price, value and curvature against a direct numerical solution
   of the LQ system (Riccati ODE, linear-coefficient ODE and constant ODE integrated

@@ -1,4 +1,4 @@
-"""Semi-closed form of the infinite-horizon single-LP exit problem (MODEL.md 2.9)."""
+"""Semi-closed form of the infinite-horizon single-LP exit problem (docs/model.md 2.9)."""
 
 from __future__ import annotations
 

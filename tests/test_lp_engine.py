@@ -1,4 +1,4 @@
-"""Finite-N LP market engine (abm/lp_market/engine.py, abm/lp_market/policies.py) against MODEL.md 2.8-2.9.
+"""Finite-N LP market engine (abm/lp_market/engine.py, abm/lp_market/policies.py) against docs/model.md 2.8-2.9.
 
 Statistical checks run at fixed seeds with stated error bars; observed figures are
 printed (``pytest -s``).
@@ -36,7 +36,7 @@ def make_model(pops, market=MARKET, start=0.0, end=None):
 
 
 # ----------------------------------------------------------------------------------
-# exact laws (MODEL.md 2.9)
+# exact laws (docs/model.md 2.9)
 # ----------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""LP-exit MFG solver (mfg/lp_exit/solver.py, mfg/lp_exit/market.py) against MODEL.md 2.
+"""LP-exit MFG solver (mfg/lp_exit/solver.py, mfg/lp_exit/market.py) against docs/model.md 2.
 
 Observed errors and orders are printed (``pytest -s``) and recorded in the report.
 """
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from mfg.lp_exit.closed_form import solve_stopping
-from mfg.lp_exit.solver import (_SWEEPS, BoundaryMassWarning, ConvergenceWarning, LPState, MarketInputs,
+from mfg.lp_exit.solver import (BoundaryMassWarning, ConvergenceWarning, LPState, MarketInputs,
                          backward_sweep, forward_sweep, solve)
 from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
-from mfg.lp_exit.market import market_path
+from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
+from mfg.lp_exit.market import ImpactParams, market_path
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 
@@ -26,7 +27,7 @@ FLAT_MARKET = dict(pbar=0.9, beta=0.0, tau_s=1.0, K0=1.0, Kbar=1.0, theta_K=0.0)
 
 
 def check_invariants(r, tol=1e-12):
-    """MODEL.md 2.6 on every solve: mass accounting, non-negative density, q in [0, 1]."""
+    """docs/model.md 2.6 on every solve: mass accounting, non-negative density, q in [0, 1]."""
     n_first = np.argmax(r.active_mass + r.exited_mass + r.matured_mass > 0, axis=1)
     total = r.active_mass + r.exited_mass + r.matured_mass
     for k, n0 in enumerate(n_first):
@@ -45,7 +46,7 @@ def make_model(pops, market=FLAT_MARKET, start=0.0, end=None):
 
 
 # ----------------------------------------------------------------------------------
-# (1) McKean-Vlasov mean and variance with exits off (MODEL.md 2.9)
+# (1) McKean-Vlasov mean and variance with exits off (docs/model.md 2.9)
 # ----------------------------------------------------------------------------------
 
 
@@ -126,9 +127,10 @@ def test_forward_sweep_is_the_adjoint_of_the_backward_sweep():
     terminal = rng.uniform(0.5, 1.5, size=n)
     m0 = rng.uniform(size=n)
     m0 /= m0.sum()
-    V, q, _ = backward_sweep(0, n_t - 1, terminal, c, 1.5, np.full(n_t, 0.7), dt, 1.0, np.zeros(n), G, 1.0, 0.0, True,
-                             q_given, lower, dx)
-    m, e = forward_sweep(m0, 0, n_t - 1, c, 1.5, np.full(n_t, 0.7), dt, q, lower, dx)
+    pop = PopulationData(0, n_t - 1, terminal, np.zeros(n), 1.0, 1.0, 1.5)
+    coef, mesh = StepCoefficients(c, np.full(n_t, 0.7), G), Mesh(lower, dx, dt)
+    V, q, _ = backward_sweep(pop, coef, ExitRule(0.0, True, q_given), mesh)
+    m, e = forward_sweep(m0, pop, coef, q, mesh)
     lhs = np.sum(m[0] * V[0])
     rhs = np.sum(m[-1] * V[-1]) + np.sum(G[:-1] * e[:-1])
     assert lhs == pytest.approx(rhs, abs=1e-13)
@@ -166,7 +168,8 @@ def test_market_recursion_by_hand():
     w = np.array([0.25, 0.75])
     life = np.array([[1.0, 0.9, 0.8], [1.0, 1.0, 1.0]])
     dt, pbar, beta, tau_s, theta, S0, K0, Kbar = 0.1, 0.9, 0.5, 0.5, 2.0, 0.01, 0.05, 0.06
-    S, s_hat, P, K, pi = market_path(exit_mass, w, life, np.full(3, Kbar), dt, pbar, beta, tau_s, theta, S0, K0, 1e-9)
+    S, s_hat, P, K, pi = market_path(exit_mass, w, life, np.full(3, Kbar), pbar, dt,
+                                     ImpactParams(beta, tau_s, theta, 1e-9), S0, K0)
     sh, cap = S0, K0
     for n in range(3):
         s = (w @ exit_mass[:, n]) / dt
@@ -223,14 +226,14 @@ def test_fixed_point_two_populations():
 
 def test_anderson_safeguard_rejects_bad_steps(monkeypatch):
     """Invalid (P <= 0) and residual-increasing Anderson proposals are replaced by the damped step."""
-    import mfg.lp_exit.solver as lp
+    import mfg.lp_exit.fixed_point as lp
 
     model, grid = two_population_model(), Grid(L_min=-1.0, L_max=3.0, n_L=161, dt=1 / 26)
     opts = SolverOptions(temperature=1e-3, tol=1e-8, max_iter=40)
     good = solve(model, grid, opts)
     assert good.anderson_rejections == 0
     calls = {"n": 0}
-    propose = lp._Anderson.propose
+    propose = lp.Anderson.propose
 
     def sabotaged(self, x, f):
         cand, is_aa = propose(self, x, f)
@@ -243,7 +246,7 @@ def test_anderson_safeguard_rejects_bad_steps(monkeypatch):
             return cand + 0.05, True  # valid but far off: a larger residual
         return cand, True
 
-    monkeypatch.setattr(lp._Anderson, "propose", sabotaged)
+    monkeypatch.setattr(lp.Anderson, "propose", sabotaged)
     r = solve(model, grid, opts)
     check_invariants(r)
     print(f"\nsafeguard: {r.iterations} evaluations with {r.anderson_rejections} rejections "
@@ -253,7 +256,7 @@ def test_anderson_safeguard_rejects_bad_steps(monkeypatch):
 
 
 def test_hard_exit_limit_is_supported():
-    """temperature = 0: bang-bang exits; the fixed point may stall (MODEL.md 2.3), invariants still hold."""
+    """temperature = 0: bang-bang exits; the fixed point may stall (docs/model.md 2.3), invariants still hold."""
     model = two_population_model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a ConvergenceWarning is allowed: pure equilibria need not exist
@@ -276,9 +279,6 @@ def test_hard_exit_limit_is_supported():
 def test_solve_refuses_bad_input():
     model = make_model([BASE_POP])
     grid = Grid(L_min=-1.0, L_max=3.0, n_L=41, dt=0.1)
-    if "fd" not in _SWEEPS:
-        with pytest.raises(NotImplementedError, match="fd"):
-            solve(model, grid, method="fd")
     with pytest.raises(ValueError, match="method"):
         solve(model, grid, method="euler")
     with pytest.raises(ValueError, match="dt"):
@@ -299,7 +299,7 @@ def test_narrow_grid_warns():
 
 
 # ----------------------------------------------------------------------------------
-# the calm scenario (MODEL.md 2.10)
+# the calm scenario (docs/model.md 2.10)
 # ----------------------------------------------------------------------------------
 
 
@@ -321,7 +321,7 @@ def test_calm_scenario_is_sane():
 
 
 # ----------------------------------------------------------------------------------
-# (6) starting from a state, time-varying inputs (MODEL.md 2.7)
+# (6) starting from a state, time-varying inputs (docs/model.md 2.7)
 # ----------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Finite-difference kernels of the LP-exit game (mfg/lp_exit/fd.py): the independent second method.
 
-Checked against exact identities (adjointness, mass), MODEL.md 2.9 (McKean-Vlasov
+Checked against exact identities (adjointness, mass), docs/model.md 2.9 (McKean-Vlasov
 moments, the single-LP stopping problem), the SL kernels of mfg/lp_exit/solver.py on the same
 inputs, and, through ``solve(method="fd")``, the SL equilibrium.  Observed errors and
 orders are printed (``pytest -s``).
@@ -18,6 +18,9 @@ import mfg.lp_exit.solver as lp_exit
 from mfg.lp_exit.closed_form import solve_stopping
 from mfg.lp_exit import backward_sweep, forward_sweep
 from mfg.lp_exit.fd import fd_backward_sweep, fd_forward_sweep
+from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
+
+NO_POLICY = np.zeros((1, 1))
 from mfg.lp_exit.params import Grid, load_scenario
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
@@ -52,9 +55,10 @@ def test_forward_is_the_exact_transpose_of_backward(mode):
     p = random_problem()
     n, n_t = p["n"], p["n_t"]
     temperature = {"evaluate": 0.0, "logit": 0.05, "hard": 0.0}[mode]
-    V, q, _ = fd_backward_sweep(0, n_t - 1, p["terminal"], p["c"], 1.5, p["sigma"], p["dt"], 1.0, np.zeros(n), p["G"],
-                                0.7, temperature, mode == "evaluate", p["q_given"], p["lower"], p["dx"])
-    m, e = fd_forward_sweep(p["m0"], 0, n_t - 1, p["c"], 1.5, p["sigma"], p["dt"], q, p["lower"], p["dx"])
+    pop = PopulationData(0, n_t - 1, p["terminal"], np.zeros(n), 1.0, 0.7, 1.5)
+    coef, mesh = StepCoefficients(p["c"], p["sigma"], p["G"]), Mesh(p["lower"], p["dx"], p["dt"])
+    V, q, _ = fd_backward_sweep(pop, coef, ExitRule(temperature, mode == "evaluate", p["q_given"]), mesh)
+    m, e = fd_forward_sweep(p["m0"], pop, coef, q, mesh)
     lhs = np.sum(m[0] * V[0])
     rhs = np.sum(m[-1] * V[-1]) + np.sum(p["G"][:-1] * e[:-1])
     assert lhs == pytest.approx(rhs, abs=1e-13)
@@ -73,7 +77,9 @@ def test_mass_conservation_and_positivity():
     for sig in (p["sigma"], np.zeros(p["n_t"]), np.full(p["n_t"], 5.0)):  # incl. pure transport and dt >> dx²/σ²
         m0 = np.zeros(p["n"])
         m0[[0, 5, 40, 79]] = [0.1, 0.2, 0.3, 0.4]  # mass on the end nodes too
-        m, e = fd_forward_sweep(m0, 3, p["n_t"] - 2, drift_c, 2.0, sig, 0.05, q, p["lower"], p["dx"])
+        pop = PopulationData(3, p["n_t"] - 2, np.ones(p["n"]), np.zeros(p["n"]), 1.0, 0.3, 2.0)
+        m, e = fd_forward_sweep(m0, pop, StepCoefficients(drift_c, sig, np.zeros(p["n_t"])), q,
+                                Mesh(p["lower"], p["dx"], 0.05))
         total = m.sum(axis=1) + np.concatenate([[0.0], np.cumsum(e)[:-1]])
         assert np.max(np.abs(total[3:p["n_t"] - 1] - 1.0)) < 1e-12
         assert np.all(m[:3] == 0.0) and np.all(m[p["n_t"] - 1:] == 0.0) and np.all(e[p["n_t"] - 2:] == 0.0)
@@ -86,8 +92,9 @@ def test_rows_conventions_match_the_sl_kernel():
     n, n_t = p["n"], p["n_t"]
     x = p["lower"] + p["dx"] * np.arange(n)
     running = 0.05 * p["dt"] * np.ones(n) - 0.5 * p["dt"] * np.maximum(0.7 - x, 0.0)
-    args = (4, 20, np.ones(n), np.full(n_t, 1.0), 1.0, p["sigma"], p["dt"], math.exp(-0.05 * p["dt"]), running,
-            np.full(n_t, 0.9), 0.5, 0.0, False, np.zeros((1, 1)), p["lower"], p["dx"])
+    args = (PopulationData(4, 20, np.ones(n), running, math.exp(-0.05 * p["dt"]), 0.5, 1.0),
+            StepCoefficients(np.full(n_t, 1.0), p["sigma"], np.full(n_t, 0.9)), ExitRule(0.0, False, NO_POLICY),
+            Mesh(p["lower"], p["dx"], p["dt"]))
     V, q, thr = fd_backward_sweep(*args)
     V_sl, q_sl, thr_sl = backward_sweep(*args)
     assert V.shape == V_sl.shape == (n_t, n) and q.shape == (n_t, n) and thr.shape == (n_t,)
@@ -106,7 +113,7 @@ def test_rows_conventions_match_the_sl_kernel():
 
 
 # ----------------------------------------------------------------------------------
-# (2) McKean-Vlasov mean and variance with exits off (MODEL.md 2.9)
+# (2) McKean-Vlasov mean and variance with exits off (docs/model.md 2.9)
 # ----------------------------------------------------------------------------------
 
 
@@ -116,7 +123,9 @@ def mckean_vlasov(kappa, lam, lbar, sigma, m0, x, n_steps, dt, lower, dx, tol=1e
     sig = np.full(n_steps + 1, sigma)
     M = np.full(n_steps + 1, float(m0 @ x))
     for _ in range(200):
-        m, e = fd_forward_sweep(m0, 0, n_steps, kappa * lbar + lam * M, kappa + lam, sig, dt, q, lower, dx)
+        pop = PopulationData(0, n_steps, np.ones(x.size), np.zeros(x.size), 1.0, 0.0, kappa + lam)
+        coef = StepCoefficients(kappa * lbar + lam * M, sig, np.zeros(n_steps + 1))
+        m, e = fd_forward_sweep(m0, pop, coef, q, Mesh(lower, dx, dt))
         M_new = m @ x
         if np.max(np.abs(M_new - M)) < tol:
             return m
@@ -167,9 +176,9 @@ def test_fd_stopping_converges_to_closed_form():
         dt, N = 1.0 / steps, round(T * steps)
         running = (CF["y"] - CF["eta"] * np.maximum(CF["ell"] - x, 0.0)) * dt
         q_max = -math.expm1(-1e6 * dt)
-        V, q, thr = fd_backward_sweep(0, N, np.ones(n_L), np.full(N + 1, CF["kappa"] * CF["lbar"]), CF["kappa"],
-                                      np.full(N + 1, CF["sigma"]), dt, math.exp(-(CF["r"] - CF["g"]) * dt), running,
-                                      np.full(N + 1, G), q_max, 0.0, False, np.zeros((1, 1)), lower, dx)
+        pop = PopulationData(0, N, np.ones(n_L), running, math.exp(-(CF["r"] - CF["g"]) * dt), q_max, CF["kappa"])
+        coef = StepCoefficients(np.full(N + 1, CF["kappa"] * CF["lbar"]), np.full(N + 1, CF["sigma"]), np.full(N + 1, G))
+        V, q, thr = fd_backward_sweep(pop, coef, ExitRule(0.0, False, NO_POLICY), Mesh(lower, dx, dt))
         sel = (x >= 0.0) & (x <= 2.5)
         rows.append((abs(thr[0] - exact.threshold), np.max(np.abs(V[0, sel] - exact.value(x[sel])))))
     errs = np.array(rows)
@@ -200,13 +209,14 @@ def test_fd_and_sl_kernels_agree_under_refinement():
         sigma = 0.3 + 0.1 * np.sin(2 * np.pi * t)
         G = 0.9 - 0.05 * np.exp(-((t - 1.5) / 0.3) ** 2)  # a dip of the price
         running = (0.05 - 0.9 * np.maximum(0.75 - x, 0.0)) * dt
-        args = (0, N, np.ones(n_L), drift_c, kappa, sigma, dt, math.exp(-0.05 * dt), running, G,
-                -math.expm1(-a_max * dt), temperature, False, np.zeros((1, 1)), lower, dx)
-        V_fd, q_fd, _ = fd_backward_sweep(*args)
-        V_sl, q_sl, _ = backward_sweep(*args)
+        pop = PopulationData(0, N, np.ones(n_L), running, math.exp(-0.05 * dt), -math.expm1(-a_max * dt), kappa)
+        coef, mesh = StepCoefficients(drift_c, sigma, G), Mesh(lower, dx, dt)
+        rule = ExitRule(temperature, False, NO_POLICY)
+        V_fd, q_fd, _ = fd_backward_sweep(pop, coef, rule, mesh)
+        V_sl, q_sl, _ = backward_sweep(pop, coef, rule, mesh)
         m0 = gaussian_masses(x, 0.9, 0.2)
-        _, e_fd = fd_forward_sweep(m0, 0, N, drift_c, kappa, sigma, dt, q_fd, lower, dx)
-        _, e_sl = forward_sweep(m0, 0, N, drift_c, kappa, sigma, dt, q_sl, lower, dx)
+        _, e_fd = fd_forward_sweep(m0, pop, coef, q_fd, mesh)
+        _, e_sl = forward_sweep(m0, pop, coef, q_sl, mesh)
         sel = (x >= 0.0) & (x <= 2.0)
         # value at t = 0, total exits, and the exit rate per year step by step
         rows.append((np.max(np.abs(V_fd[0, sel] - V_sl[0, sel])), abs(e_fd.sum() - e_sl.sum()),
@@ -225,17 +235,7 @@ def test_fd_and_sl_kernels_agree_under_refinement():
 # ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fd_registered(monkeypatch):
-    sweeps = getattr(lp_exit, "_SWEEPS", None)
-    if sweeps is None:
-        pytest.skip("mfg.lp_exit has no _SWEEPS registry yet: solve() cannot take method='fd'")
-    if "fd" not in sweeps:  # not wired by lp_exit itself yet: register for this test only
-        monkeypatch.setitem(sweeps, "fd", (fd_backward_sweep, fd_forward_sweep))
-    assert sweeps["fd"] == (fd_backward_sweep, fd_forward_sweep)
-
-
-def test_fd_equilibrium_matches_sl_on_calm_scenario(fd_registered):
+def test_fd_equilibrium_matches_sl_on_calm_scenario():
     """The calm scenario with its own solver options: the two methods' prices converge to each other.
 
     Measured max over the path of |P_sl - P_fd| (temperature 1e-3): 4.0e-3 (n_L 201, dt 1/26),
@@ -265,7 +265,7 @@ def test_fd_equilibrium_matches_sl_on_calm_scenario(fd_registered):
 
 
 @pytest.mark.slow
-def test_fd_equilibrium_matches_sl_to_1e3_on_a_fine_grid(fd_registered):
+def test_fd_equilibrium_matches_sl_to_1e3_on_a_fine_grid():
     """The acceptance check: on a fine grid (dL = 1/320, dt = 1/104) the calm prices agree to 1e-3 (about 20 s)."""
     sc = load_scenario(CALM)
     opts = sc.solver.model_copy(update=dict(max_iter=max(sc.solver.max_iter, 100)))

@@ -7,7 +7,7 @@ M-matrix) and the exit step ``V = C + q (G - C)`` is non-decreasing in ``C``
 whenever ``q_max < 0.9``.
 
 One honest caveat is tested too: with a positive temperature the exit step of
-MODEL.md 2.3 is an *expected* value under the logit policy, not a soft maximum, and
+docs/model.md 2.3 is an *expected* value under the logit policy, not a soft maximum, and
 ``dV/dG = q_max [s(x) + x s(x)(1 - s(x))]`` (``s`` the logistic, ``x = (G - C)/ε``)
 dips to about ``-0.1 q_max`` for ``x`` near -2.5: a slightly higher price can lower the
 value of an LP just below its exit threshold.  The hard rule is exactly monotone.
@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from mfg.lp_exit import backward_sweep
 from mfg.lp_exit.fd import fd_backward_sweep
+from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
 
 SWEEPS = {"sl": backward_sweep, "fd": fd_backward_sweep}
 N_L, N_T, LOWER, DX, DT = 41, 25, -1.0, 0.075, 0.04
@@ -41,11 +42,10 @@ def _inputs(seed):
 
 
 def _value(method, inp, temperature, G=None, running=None):
-    V, q, thr = SWEEPS[method](
-        0, N_T - 1, np.ones(N_L), inp["drift_c"], inp["drift_a"], inp["sigma"], DT, inp["discount"],
-        inp["running"] if running is None else running, inp["G"] if G is None else G, inp["q_max"],
-        temperature, False, np.zeros((1, 1)), LOWER, DX,
-    )
+    pop = PopulationData(0, N_T - 1, np.ones(N_L), inp["running"] if running is None else running, inp["discount"],
+                         inp["q_max"], inp["drift_a"])
+    coef = StepCoefficients(inp["drift_c"], inp["sigma"], inp["G"] if G is None else G)
+    V, q, thr = SWEEPS[method](pop, coef, ExitRule(temperature, False, np.zeros((1, 1))), Mesh(LOWER, DX, DT))
     return V, q
 
 

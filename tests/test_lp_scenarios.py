@@ -1,4 +1,4 @@
-"""Shock scenarios, the no-feedback baseline and amplification (mfg/lp_exit/events.py, mfg/lp_exit/scenarios.py; MODEL.md 2.7)."""
+"""Shock scenarios, the no-feedback baseline and amplification (mfg/lp_exit/events.py, mfg/lp_exit/scenarios.py; docs/model.md 2.7)."""
 
 from __future__ import annotations
 

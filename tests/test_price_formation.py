@@ -1,7 +1,7 @@
-"""Tests of the price-formation solver (mfg/price_formation/solver.py, MODEL.md 1.2-1.4).
+"""Tests of the price-formation solver (mfg/price_formation/solver.py, docs/model.md 1.2-1.4).
 
 (a) the paper's published tables at the two coarsest meshes; (b) the solver against
-the exact formulas of MODEL.md 1.3 on parameters other than the paper's; (c) the
+the exact formulas of docs/model.md 1.3 on parameters other than the paper's; (c) the
 observed order of convergence of the price; (d) discrete conservation laws and the
 balance condition; (e) every documented error path.  Meshes are small except where a
 check needs refinement.
@@ -32,6 +32,7 @@ from mfg.price_formation import (
     transport_forward,
 )
 from mfg.semi_lagrangian import deposit_p1, minimise_p1
+from mfg.results import BoundaryMassWarning
 
 
 def rel_err(num, exact) -> float:
@@ -246,7 +247,7 @@ BALANCE = settings(max_examples=40, deadline=None, derandomize=True, database=No
 @BALANCE
 @given(seed=st.integers(0, 2**32 - 1), c=st.floats(0.2, 5.0))
 def test_balance_update_is_explicit_for_quadratic_impact(seed, c):
-    """MODEL.md 1.2: price^{n+1} = price^n + c (sum rho v m - Q) for l = c v^2/2."""
+    """docs/model.md 1.2: price^{n+1} = price^n + c (sum rho v m - Q) for l = c v^2/2."""
     rng = np.random.default_rng(seed)
     n_steps, n = 5, 17
     price, v, Q = rng.normal(size=n_steps), rng.normal(size=(n_steps, n)), rng.normal(size=n_steps)
@@ -391,7 +392,7 @@ def test_warns_when_mass_reaches_the_boundary():
                           supply=lambda t: 0.5 + zero(t))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        with pytest.warns(UserWarning, match="mass sits on the boundary"):
+        with pytest.warns(BoundaryMassWarning, match="mass sits on the boundary"):
             solve(problem, rho=0.05, h=0.1, max_iter=5)
 
 

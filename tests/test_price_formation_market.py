@@ -1,9 +1,9 @@
-"""Tests of the finite-N price-formation market and of the m_0 sampler (MODEL.md 1.5).
+"""Tests of the finite-N price-formation market and of the m_0 sampler (docs/model.md 1.5).
 
 (a) the LQ law ``price^N - price = -(gamma + eta (T - t)) (xbar^N_0 - xbar_0)`` on the
 paper's test 1 and on an LQ problem with ``gamma != 0`` and other ``c, eta``, supply and
 density: exactly (to the fixed-point tolerance) for populations shifted by whole cells,
-statistically for sampled populations, and against the closed form of MODEL.md 1.3;
+statistically for sampled populations, and against the closed form of docs/model.md 1.3;
 (b) clearing: the mean holding moves by ``h Q`` per step; (c) determinism; (d) the
 sampler (KS, moments, quantiles); (e) error paths.  Meshes are coarse
 (``rho = 0.02, h = 0.04``) so the file runs in seconds once the kernels are compiled.
@@ -27,6 +27,7 @@ from abm.price_formation.sampling import as_generator, p1_density, sample_densit
 from experiments.price_formation_paper import paper_test
 from mfg.price_formation.exact import LQSolution, lq_price
 from mfg.price_formation import ConvergenceWarning, PriceFormationProblem, QuadraticImpact, solve
+from mfg.results import BoundaryMassWarning
 
 RHO, H = 0.02, 0.04
 T = 1.0
@@ -90,7 +91,7 @@ def law(exact, t, shift=0.0):
 CASES = ["paper test 1", "gamma != 0"]
 
 # ----------------------------------------------------------------------------------
-# (a) the LQ law of MODEL.md 1.5
+# (a) the LQ law of docs/model.md 1.5
 # ----------------------------------------------------------------------------------
 
 
@@ -140,7 +141,7 @@ def test_sampled_markets_follow_the_law(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_price_matches_closed_form_with_the_sample_mean(name):
-    """``price^N`` against MODEL.md 1.3 with ``xbar_0`` replaced by the sample mean: the
+    """``price^N`` against docs/model.md 1.3 with ``xbar_0`` replaced by the sample mean: the
     gap is the mesh's discretisation error, bounded by 1.5 times the nodal MFG
     solver's own error on the same mesh (the slack covers the O(rho) difference
     between the particle and the nodal scheme, 1e-3 and 4e-3 here)."""
@@ -377,7 +378,7 @@ def test_convergence_warning_when_max_iter_is_too_small():
 
 def test_warns_when_traders_reach_the_boundary():
     problem, *_ = mean_field("paper test 1")
-    with pytest.warns(UserWarning, match="end of the domain"):
+    with pytest.warns(BoundaryMassWarning, match="end of the domain"):
         simulate_price_formation_market(problem, rho=RHO, h=H, holdings=[-1.0, 0.0, 0.5])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

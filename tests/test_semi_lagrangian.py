@@ -1,4 +1,4 @@
-"""Tests of the semi-Lagrangian building blocks (mfg/semi_lagrangian.py, MODEL.md 1.2).
+"""Tests of the semi-Lagrangian building blocks (mfg/semi_lagrangian.py, docs/model.md 1.2).
 
 The minimiser is checked against an independent brute-force minimiser written here
 from the definition of the SL objective (``numpy.interp`` for the P1 interpolant, a

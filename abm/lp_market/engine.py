@@ -1,4 +1,4 @@
-"""The finite-N LP market of MODEL.md 2.8: a numba particle engine.
+"""The finite-N LP market of docs/model.md 2.8: a numba particle engine.
 
 :func:`simulate` runs ``n_reps`` independent markets of ``n_agents`` LPs each and
 returns a :class:`MarketSimulation` (per-step, per-replication series with the MFG
@@ -72,20 +72,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
-import pandas as pd
-from numba import njit, prange
 from numba.typed import List
 
-from mfg.lp_exit import MarketInputs
+from mfg.lp_exit.discretisation import LPDiscretisation, discretise, window_steps
+from mfg.lp_exit.inputs import MarketInputs
+from mfg.lp_exit.market import ImpactParams, impact_params
 from mfg.lp_exit.params import Grid, LPExitModel, Scenario
-from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_constants, market_step
-from mfg.semi_lagrangian import interp_at
 
-from .policies import GIVEN, NONE, TABLE, THRESHOLD, BoundPolicy, DecisionContext, MarketContext, as_policy
+from .kernels import (ACTIVE, GIVEN, MATURED, PENDING, SOLD, Constants, Layout, Paths, Snapshots, StepTables, Work,
+                      run_steps)
+from .policies import BoundPolicy, DecisionContext, MarketContext, as_policy
+from .result import BLOCK_SIZE, STATUS_NAMES, MarketSimulation
 
 __all__ = [
     "PENDING",
@@ -97,6 +98,7 @@ __all__ = [
     "TRANSITIONS",
     "MarketSimulation",
     "MarketSetup",
+    "MarketState",
     "simulate",
     "prepare",
     "allocate_agents",
@@ -106,180 +108,7 @@ __all__ = [
     "callable_q",
 ]
 
-PENDING, ACTIVE, SOLD, MATURED = 0, 1, 2, 3
-STATUS_NAMES = ("pending", "active", "sold", "matured")
-
-#: Agents per block (a fixed unit of work with its own random stream).
-BLOCK_SIZE = 1 << 15
-
 TRANSITIONS = ("exact", "two-point")
-
-
-# ----------------------------------------------------------------------------------
-# kernels
-# ----------------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _decide_block(n, r, lo, hi, it, gen, L, status, ps, kind, table, lower, dx, thr, prob, q_given, n_first, n_last,
-                  matures, sumL, cnt, ex, snap_j, snap_L, snap_status):
-    """Steps 1-2 for the agents ``lo..hi-1`` of replication ``r`` (work item ``it``).
-
-    Agents are stored by population (``ps[k]..ps[k+1]-1`` is population ``k``); each
-    population's part of the block is visited in agent order.
-    """
-    Lr = L[r]
-    st = status[r]
-    if snap_j >= 0:
-        for i in range(lo, hi):
-            snap_L[r, snap_j, i] = Lr[i]
-            snap_status[r, snap_j, i] = st[i]
-    for k in range(sumL.shape[1]):
-        sumL[it, k] = 0.0
-        cnt[it, k] = 0
-        ex[it, k] = 0
-        a = max(lo, ps[k])
-        z = min(hi, ps[k + 1])
-        if a >= z or n < n_first[k] or (matures[k] and n >= n_last[k]):
-            continue  # no agent of k here, or k not active at t_n
-        decide = n < n_last[k] and kind != NONE
-        s = 0.0
-        c = 0
-        e = 0
-        if kind == TABLE:
-            row = table[k, n]
-        else:
-            row = table[0, 0]
-        th = thr[k, n] if kind == THRESHOLD or kind == TABLE else 0.0
-        pr = prob[k, n] if kind == THRESHOLD else 0.0
-        for i in range(a, z):
-            if st[i] != ACTIVE:
-                continue
-            x = Lr[i]
-            s += x
-            c += 1
-            if decide:
-                if kind == TABLE:
-                    q = interp_at(row, lower, dx, x) if x < th else 0.0
-                elif kind == THRESHOLD:
-                    q = pr if x < th else 0.0
-                else:
-                    q = q_given[r, i]
-                if q > 0.0:
-                    if gen.random() < q:
-                        st[i] = SOLD
-                        e += 1
-        sumL[it, k] = s
-        cnt[it, k] = c
-        ex[it, k] = e
-
-
-@njit(cache=True)
-def _move_block(n, r, lo, hi, gen, L, status, ps, cst, decay, gain, sd, drift_a, sq, dt, exact, n_first, n_last,
-                matures, shift):
-    """Steps 4-5 for the agents ``lo..hi-1`` of replication ``r``."""
-    Lr = L[r]
-    st = status[r]
-    m = n + 1
-    for k in range(ps.shape[0] - 1):
-        a = max(lo, ps[k])
-        z = min(hi, ps[k + 1])
-        if a >= z:
-            continue
-        now = n >= n_first[k] and not (matures[k] and n >= n_last[k])
-        enter = m == n_first[k]
-        mature = matures[k] and m == n_last[k]
-        if not (now or enter):
-            continue
-        dec = decay[k]
-        cg = cst[r, k] * gain[k]
-        sdk = sd[k, n]
-        ca = cst[r, k]
-        ak = drift_a[k]
-        sqk = sq[k, n]
-        sh = shift[k, m]
-        for i in range(a, z):
-            s_i = st[i]
-            if s_i == ACTIVE:
-                x = Lr[i]
-                if exact:
-                    Lr[i] = x * dec + cg + sdk * gen.standard_normal()
-                else:
-                    step = sqk if gen.random() < 0.5 else -sqk
-                    Lr[i] = x + (ca - ak * x) * dt + step
-            elif s_i == PENDING and enter:
-                s_i = ACTIVE
-            if s_i == ACTIVE:
-                if mature:
-                    s_i = MATURED
-                elif sh != 0.0:
-                    Lr[i] += sh
-            st[i] = s_i
-
-
-@njit(cache=True, parallel=True)
-def _run_steps(n0, n1, n_steps, L, status, ps, starts, gens, kind, table, lower, dx, thr, prob, q_given,
-               n_first, n_last, matures, per_w, n_per_pop, weights, kappa_target, lam, alpha, decay, gain, sd,
-               drift_a, sq, life, dt, pbar, Kbar, beta, tau_s, theta_K, K_floor, exact, shift, cut,
-               s_hat, K, cst, sumL, cnt, ex, price, vprice, cap, press, flow, exits, active, mean_l,
-               snap_index, snap_L, snap_status):
-    """Steps ``n0..n1-1`` of every replication (see the module docstring)."""
-    n_reps = L.shape[0]
-    n_pop = weights.shape[0]
-    n_blocks = starts.shape[0] - 1
-    n_items = n_reps * n_blocks
-    e_mass = np.empty(n_pop)
-    a_n = np.empty(n_pop)
-    pi = np.empty(n_pop)
-    for n in range(n0, n1):
-        snap_j = snap_index[n]
-        for it in prange(n_items):
-            j = np.intp(it)
-            r = j // n_blocks
-            b = j - r * n_blocks
-            _decide_block(n, r, starts[b], starts[b + 1], j, gens[j], L, status, ps, kind, table, lower, dx, thr,
-                          prob, q_given, n_first, n_last, matures, sumL, cnt, ex, snap_j, snap_L, snap_status)
-        for r in range(n_reps):
-            num = 0.0
-            den = 0.0
-            for k in range(n_pop):
-                s = 0.0
-                c = 0
-                e = 0
-                for b in range(n_blocks):
-                    j = r * n_blocks + b
-                    s += sumL[j, k]
-                    c += cnt[j, k]
-                    e += ex[j, k]
-                active[r, k, n] = c
-                exits[r, k, n] = e
-                num += per_w[k] * s
-                den += per_w[k] * c
-                e_mass[k] = e / n_per_pop[k] if n_per_pop[k] > 0 else 0.0
-                a_n[k] = life[k, n]
-            M = num / den if den > 0.0 else np.nan
-            S, sh, P, Kn = market_step(s_hat[r], K[r], e_mass, weights, a_n, dt, pbar[n], beta, tau_s, theta_K,
-                                       Kbar[n], K_floor, pi)
-            price[r, n] = P
-            cap[r, n] = K[r]
-            press[r, n] = sh
-            flow[r, n] = S
-            mean_l[r, n] = M
-            for k in range(n_pop):
-                vprice[r, k, n] = pi[k]
-            s_hat[r] = sh
-            K[r] = Kn * (1.0 - cut[n + 1]) if n < n_steps else Kn
-            lp = math.log(P / pbar[n])
-            mf = M if den > 0.0 else 0.0
-            for k in range(n_pop):
-                cst[r, k] = kappa_target[k, n] + lam[k] * mf + alpha[k] * lp
-        if n < n_steps:
-            for it in prange(n_items):
-                j = np.intp(it)
-                r = j // n_blocks
-                b = j - r * n_blocks
-                _move_block(n, r, starts[b], starts[b + 1], gens[j], L, status, ps, cst, decay, gain, sd, drift_a,
-                            sq, dt, exact, n_first, n_last, matures, shift)
 
 
 # ----------------------------------------------------------------------------------
@@ -328,52 +157,58 @@ def block_generators(rep_seed: np.random.SeedSequence, n_blocks: int) -> list[np
 
 @dataclass(frozen=True, eq=False)
 class MarketSetup:
-    """Everything :func:`simulate` and the Mesa model derive from the inputs (internal but shared).
+    """Everything :func:`simulate` and the Mesa model derive from the inputs (shared by both).
 
-    Per-population arrays are ``(n_pop,)`` or ``(n_pop, n_t)``; ``n_t = N + 1``.
+    ``disc`` is the game's :class:`~mfg.lp_exit.discretisation.LPDiscretisation` on the
+    market's step (entry and maturity steps, drift target and slope, remaining-life
+    factor, ``K̄``, ``P̄``, ``σ`` after the events' factors); the rest is the market's
+    own: agents per population and their layout, the exact OU coefficients, the events'
+    shifts and cuts, the bound policy and the random streams.  Per-population arrays are
+    ``(n_pop,)`` or ``(n_pop, n_t)``; ``n_t = N + 1``.
     """
 
-    model: LPExitModel
-    t: np.ndarray
-    dt: float
-    n_steps: int
-    names: tuple[str, ...]
-    weights: np.ndarray
+    disc: LPDiscretisation
     n_per_pop: np.ndarray
     per_w: np.ndarray
     pop: np.ndarray  # (n_agents,) population of each agent (agents are stored by population)
     pop_starts: np.ndarray  # (n_pop + 1,) population k is agents pop_starts[k]..pop_starts[k+1]-1
     starts: np.ndarray  # block boundaries
-    n_first: np.ndarray
-    n_last: np.ndarray
-    matures: np.ndarray
     init_mean: np.ndarray
     init_std: np.ndarray
-    kappa_target: np.ndarray
-    lam: np.ndarray
-    alpha: np.ndarray
-    drift_a: np.ndarray
     decay: np.ndarray
     gain: np.ndarray
     sd: np.ndarray
     sq: np.ndarray
-    life: np.ndarray
-    pbar: np.ndarray
-    Kbar: np.ndarray
-    sigma: np.ndarray
-    beta: float
-    tau_s: float
-    theta_K: float
-    S0: float
-    K0: float
     shift: np.ndarray  # (n_pop, n_t) liquidity shift applied at t_n to active LPs
     cut: np.ndarray  # (n_t + 1,) capital cut at t_n (last entry 0)
+    impact: ImpactParams
     policy: BoundPolicy
     exact: bool
     transition: str
     block_size: int
     seed_entropy: object
     seed: np.random.SeedSequence
+
+    # the discretisation's arrays under the names the market uses
+    model = property(lambda self: self.disc.model)
+    t = property(lambda self: self.disc.t)
+    dt = property(lambda self: self.disc.dt)
+    n_steps = property(lambda self: self.disc.N)
+    names = property(lambda self: self.disc.names)
+    weights = property(lambda self: self.disc.weights)
+    n_first = property(lambda self: self.disc.n_first)
+    n_last = property(lambda self: self.disc.n_last)
+    matures = property(lambda self: self.disc.matures)
+    kappa_target = property(lambda self: self.disc.kappa_target)
+    lam = property(lambda self: self.disc.lam)
+    alpha = property(lambda self: self.disc.alpha)
+    drift_a = property(lambda self: self.disc.drift_a)
+    life = property(lambda self: self.disc.life_factor)
+    pbar = property(lambda self: self.disc.pbar)
+    Kbar = property(lambda self: self.disc.Kbar)
+    sigma = property(lambda self: self.disc.sigma)
+    S0 = property(lambda self: self.disc.S0)
+    K0 = property(lambda self: self.disc.K0)
 
     @property
     def n_agents(self) -> int:
@@ -384,8 +219,7 @@ class MarketSetup:
         return int(self.starts.size - 1)
 
     def initial_statuses(self) -> np.ndarray:
-        st = np.where(self.n_first[self.pop] > 0, PENDING, ACTIVE).astype(np.int8)
-        return st
+        return np.where(self.n_first[self.pop] > 0, PENDING, ACTIVE).astype(np.int8)
 
     def initial_liquidity(self, gens: list[np.random.Generator]) -> np.ndarray:
         """``L_i(0) = mean_k + std_k Z`` with the block generators' first normals."""
@@ -395,6 +229,16 @@ class MarketSetup:
             p = self.pop[lo:hi]
             L[lo:hi] = self.init_mean[p] + self.init_std[p] * g.standard_normal(hi - lo)
         return L
+
+    def tables(self) -> StepTables:
+        """The kernels' :class:`~abm.lp_market.kernels.StepTables`."""
+        d = self.disc
+        return StepTables(d.n_first, d.n_last, d.matures, d.weights, self.per_w, self.n_per_pop.astype(np.float64),
+                          d.kappa_target, d.lam, d.alpha, d.drift_a, self.decay, self.gain, self.sd, self.sq,
+                          d.life_factor, d.pbar, d.Kbar, self.shift, self.cut)
+
+    def constants(self) -> Constants:
+        return Constants(self.dt, self.exact)
 
 
 def _check_int(v, name, lo):
@@ -419,6 +263,48 @@ def _check_finite_model(model: LPExitModel) -> None:
     walk(model.model_dump(), "")
 
 
+def _market_step(model: LPExitModel, dt, grid, res) -> float:
+    """The market's step: explicit ``dt``, the scenario's grid, or the MFG policy's grid (all given must agree)."""
+    candidates = []
+    if dt is not None:
+        if isinstance(dt, Grid):
+            dt = dt.dt
+        if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a positive finite number, got {dt!r}")
+        candidates.append(("dt", float(dt)))
+    if grid is not None:
+        candidates.append(("scenario grid dt", float(grid.dt)))
+    if res is not None:
+        candidates.append(("policy grid dt", float(res.grid.dt)))
+    if not candidates:
+        raise ValueError("the time step is unknown: pass dt=, a Scenario, or an MFG policy")
+    dt = candidates[0][1]
+    for name, v in candidates[1:]:
+        if not math.isclose(v, dt, rel_tol=1e-12):
+            raise ValueError(f"time steps disagree: {candidates[0][0]}={dt!r} but {name}={v!r}")
+    return dt
+
+
+def _events(events, names, model, dt, t, n_pop):
+    """The events' ``(Kbar, pbar, sigma)`` factors, liquidity shifts ``(n_pop, n_t)`` and capital cuts ``(n_t + 1,)``."""
+    n_t = t.size
+    shift = np.zeros((n_pop, n_t))
+    cut = np.zeros(n_t + 1)
+    if not events:
+        return None, shift, cut
+    from mfg.lp_exit.events import ShockSchedule, check_events
+
+    evs = check_events(events, names, model.start, model.end, dt)
+    factors = ShockSchedule(events=evs).factors(t, names, tol=1e-9 * dt)
+    for e in evs:
+        n_e = round((e.time - model.start) / dt)
+        for k, name in enumerate(names):
+            if e.hits(name):
+                shift[k, n_e] += e.liquidity_shift
+        cut[n_e] = 1.0 - (1.0 - cut[n_e]) * (1.0 - e.capital_cut)
+    return factors, shift, cut
+
+
 def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | None = None,
             inputs: MarketInputs | None = None, events=(), block_size: int = BLOCK_SIZE,
             transition: str = "exact") -> MarketSetup:
@@ -435,266 +321,47 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
     if transition not in TRANSITIONS:
         raise ValueError(f"transition must be one of {TRANSITIONS}, got {transition!r}")
     pol = as_policy(policy)
-    # the step: explicit dt, the scenario's grid, or the MFG policy's grid (all must agree)
-    candidates = []
-    if dt is not None:
-        if isinstance(dt, Grid):
-            dt = dt.dt
-        if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a positive finite number, got {dt!r}")
-        candidates.append(("dt", float(dt)))
-    if grid is not None:
-        candidates.append(("scenario grid dt", float(grid.dt)))
     res = getattr(pol, "result", None)  # an MFG solution (LPExitResult or ScenarioResult)
-    if res is not None:
-        candidates.append(("policy grid dt", float(res.grid.dt)))
-    if not candidates:
-        raise ValueError("the time step is unknown: pass dt=, a Scenario, or an MFG policy")
-    dt = candidates[0][1]
-    for name, v in candidates[1:]:
-        if not math.isclose(v, dt, rel_tol=1e-12):
-            raise ValueError(f"time steps disagree: {candidates[0][0]}={dt!r} but {name}={v!r}")
-    span = (model.end - model.start) / dt
-    N = round(span)
-    if N < 1 or abs(span - N) > 1e-9 * max(1.0, span):
-        raise ValueError(f"dt={dt!r} does not divide the window [{model.start}, {model.end}] into whole steps "
-                         f"({span:.6g})")
-    mk = model.market
-    if dt > mk.tau_s:
-        raise ValueError(f"dt={dt!r} exceeds market.tau_s={mk.tau_s!r}: the sell-pressure update would overshoot")
-    t = model.start + dt * np.arange(N + 1)
-    n_t = N + 1
-    pops = model.populations
-    n_pop = len(pops)
-    names = tuple(p.name for p in pops)
-
-    bound = pol.bind(MarketContext(model=model, t=t, dt=dt))
+    dt = _market_step(model, dt, grid, res)
     events = tuple(events or ())
     if not events and res is not None and getattr(res, "events", None):
         events = tuple(res.events)  # a ScenarioResult: its shocks happen in the market too
     if inputs is None and res is not None and not events:
         inputs = res.inputs  # the market the policy was solved for
+    t = model.start + dt * np.arange(window_steps(model, dt) + 1)
+    n_pop, names = len(model.populations), tuple(p.name for p in model.populations)
+    bound = pol.bind(MarketContext(model=model, t=t, dt=dt))
+    factors, shift, cut = _events(events, names, model, dt, t, n_pop)
     inputs = MarketInputs() if inputs is None else inputs
     if not isinstance(inputs, MarketInputs):
         raise TypeError(f"inputs must be MarketInputs, got {type(inputs).__name__}")
-    Kbar, pbar, sigma = inputs.resolved(model, n_t)
-    Kbar, pbar, sigma = Kbar.copy(), pbar.copy(), sigma.copy()
-
-    # shock events (mfg.lp_exit.events): shifts and cuts at their step, factors over their period
-    shift = np.zeros((n_pop, n_t))
-    cut = np.zeros(n_t + 1)
-    if events:
-        from mfg.lp_exit.events import ShockSchedule, check_events
-
-        evs = check_events(events, names, model.start, model.end, dt)
-        kb, pb, sg = ShockSchedule(events=evs).factors(t, names, tol=1e-9 * dt)
-        Kbar *= kb
-        pbar *= pb
-        sigma *= sg
-        for e in evs:
-            n_e = round((e.time - model.start) / dt)
-            for k, name in enumerate(names):
-                if e.hits(name):
-                    shift[k, n_e] += e.liquidity_shift
-            cut[n_e] = 1.0 - (1.0 - cut[n_e]) * (1.0 - e.capital_cut)
-
-    n_first = np.empty(n_pop, dtype=np.int64)
-    n_last = np.empty(n_pop, dtype=np.int64)
-    matures = np.empty(n_pop, dtype=np.bool_)
-    for k, p in enumerate(pops):
-        nf = max(0, round((p.vintage - model.start) / dt))
-        mat = round((p.maturity - model.start) / dt)
-        n_first[k], n_last[k], matures[k] = nf, min(N, mat), mat <= N
-        if nf >= n_last[k]:
-            raise ValueError(f"population {p.name!r} is active for less than one time step of dt={dt}")
-    kappa = np.array([p.kappa for p in pops], dtype=float)
-    lam = np.array([p.lam for p in pops], dtype=float)
-    alpha = np.array([p.alpha for p in pops], dtype=float)
-    a = kappa + lam
+    Kbar, pbar, sigma = (a.copy() for a in inputs.resolved(model, t.size))
+    if factors is not None:
+        Kbar *= factors[0]
+        pbar *= factors[1]
+        sigma *= factors[2]
+    disc = discretise(model, dt, inputs=MarketInputs(Kbar=Kbar, pbar=pbar, sigma=sigma))
+    a = disc.drift_a
     decay = np.exp(-a * dt)
     with np.errstate(invalid="ignore", divide="ignore"):
         gain = np.where(a > 0.0, -np.expm1(-a * dt) / np.where(a > 0, a, 1.0), dt)
         var1 = np.where(a > 0.0, -np.expm1(-2.0 * a * dt) / np.where(a > 0, 2.0 * a, 1.0), dt)
-    sd = np.ascontiguousarray(sigma * np.sqrt(var1)[:, None])
-    sq = np.ascontiguousarray(sigma * math.sqrt(dt))
-    kappa_target = np.ascontiguousarray(np.array([p.kappa * (p.lbar + p.schedule(t)) for p in pops]))
-    life = np.ascontiguousarray(np.array([mk.remaining_life_factor(p.maturity - t) for p in pops]))
-    weights = model.weights
-    n_per_pop = allocate_agents(weights, n_agents)
+    n_per_pop = allocate_agents(disc.weights, n_agents)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_w = np.where(n_per_pop > 0, weights / np.maximum(n_per_pop, 1), 0.0)
-    pop = np.repeat(np.arange(n_pop, dtype=np.int64), n_per_pop)
-    starts = np.append(np.arange(0, n_agents, block_size, dtype=np.int64), np.int64(n_agents))
-    _, beta, tau_s, theta_K, S0, K0 = market_constants(mk)
+        per_w = np.where(n_per_pop > 0, disc.weights / np.maximum(n_per_pop, 1), 0.0)
+    pops = model.populations
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     return MarketSetup(
-        model=model, t=t, dt=dt, n_steps=N, names=names, weights=weights, n_per_pop=n_per_pop, per_w=per_w,
-        pop=pop, pop_starts=np.concatenate([[0], np.cumsum(n_per_pop)]).astype(np.int64), starts=starts,
-        n_first=n_first, n_last=n_last, matures=matures,
+        disc=disc, n_per_pop=n_per_pop, per_w=per_w, pop=np.repeat(np.arange(n_pop, dtype=np.int64), n_per_pop),
+        pop_starts=np.concatenate([[0], np.cumsum(n_per_pop)]).astype(np.int64),
+        starts=np.append(np.arange(0, n_agents, block_size, dtype=np.int64), np.int64(n_agents)),
         init_mean=np.array([p.initial_mean for p in pops], dtype=float),
         init_std=np.array([p.initial_std for p in pops], dtype=float),
-        kappa_target=kappa_target, lam=lam, alpha=alpha, drift_a=a, decay=decay, gain=gain, sd=sd, sq=sq,
-        life=life, pbar=pbar, Kbar=Kbar, sigma=sigma, beta=beta, tau_s=tau_s, theta_K=theta_K, S0=S0, K0=K0,
-        shift=shift, cut=cut, policy=bound, exact=transition == "exact", transition=transition,
+        decay=decay, gain=gain, sd=np.ascontiguousarray(disc.sigma * np.sqrt(var1)[:, None]),
+        sq=np.ascontiguousarray(disc.sigma * math.sqrt(dt)), shift=shift, cut=cut,
+        impact=impact_params(model.market), policy=bound, exact=transition == "exact", transition=transition,
         block_size=block_size, seed_entropy=root.entropy, seed=root,
     )
-
-
-# ----------------------------------------------------------------------------------
-# result
-# ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class MarketSimulation:
-    """``n_reps`` finite-N markets (MODEL.md 2.8).  Series lead with the replication axis.
-
-    Attributes
-    ----------
-    t : (n_t,) times (years), the MFG's ``t``.
-    populations : names.   n_per_population : (n_pop,) LPs per population.
-    weights : (n_pop,) NAV weights (normalised); each LP of ``k`` carries ``weights[k] / n_k``.
-    price : (R, n_t) ``P^n``.   vintage_price : (R, n_pop, n_t) ``pi_k^n``.
-    buyer_capital : (R, n_t) ``K^n`` at the start of step ``n`` (after a capital cut at ``t_n``).
-    sell_pressure : (R, n_t) ``Ŝ^n``.   sell_flow : (R, n_t) ``S^n`` (NAV/yr).
-    mean_liquidity : (R, n_t) ``M^n`` (NaN where nobody is active).
-    exits : (R, n_pop, n_t) LPs selling in step ``n``.
-    active_count : (R, n_pop, n_t) active LPs at ``t_n`` (before the step's sales).
-    snapshot_steps : (S,) steps with snapshots;  snapshot_liquidity (R, S, n_agents) and
-        snapshot_status (R, S, n_agents) (codes :data:`STATUS_NAMES`) at ``t_n`` before the
-        step's sales, or ``None``.   agent_population : (n_agents,) population of each LP.
-    liquidity, status : (R, n_agents) at the end (``t_N``).
-    seed_entropy : entropy of the root ``SeedSequence`` (rerun with ``seed=seed_entropy``).
-    """
-
-    t: np.ndarray
-    populations: tuple[str, ...]
-    n_per_population: np.ndarray
-    weights: np.ndarray
-    price: np.ndarray
-    vintage_price: np.ndarray
-    buyer_capital: np.ndarray
-    sell_pressure: np.ndarray
-    sell_flow: np.ndarray
-    mean_liquidity: np.ndarray
-    exits: np.ndarray
-    active_count: np.ndarray
-    agent_population: np.ndarray = field(repr=False)
-    liquidity: np.ndarray = field(repr=False)
-    status: np.ndarray = field(repr=False)
-    snapshot_steps: np.ndarray | None = None
-    snapshot_liquidity: np.ndarray | None = field(default=None, repr=False)
-    snapshot_status: np.ndarray | None = field(default=None, repr=False)
-    dt: float = 0.0
-    transition: str = "exact"
-    block_size: int = BLOCK_SIZE
-    seed_entropy: object = None
-    threads: int = 1
-    wall_time: float = 0.0
-
-    @property
-    def n_reps(self) -> int:
-        return int(self.price.shape[0])
-
-    @property
-    def n_agents(self) -> int:
-        return int(self.n_per_population.sum())
-
-    @property
-    def exit_fraction(self) -> np.ndarray:
-        """(R, n_pop, n_t) ``exits / n_k``: the MFG's exited mass of step ``n``."""
-        return self.exits / np.maximum(self.n_per_population, 1)[None, :, None]
-
-    @property
-    def active_mass(self) -> np.ndarray:
-        """(R, n_pop, n_t) ``active_count / n_k`` (the MFG's ``active_mass``)."""
-        return self.active_count / np.maximum(self.n_per_population, 1)[None, :, None]
-
-    @property
-    def exited_mass(self) -> np.ndarray:
-        """(R, n_pop, n_t) fraction of each population that sold before ``t_n``."""
-        c = np.cumsum(self.exit_fraction, axis=2)
-        out = np.zeros_like(c)
-        out[..., 1:] = c[..., :-1]
-        return out
-
-    @property
-    def flow(self) -> np.ndarray:
-        """(R, n_pop, n_t) each population's share of ``S^n`` (NAV/yr)."""
-        return self.weights[None, :, None] * self.exit_fraction / self.dt
-
-    @property
-    def active_nav(self) -> np.ndarray:
-        """(R, n_t) NAV held by active LPs (fraction of the market's NAV)."""
-        return np.einsum("k,rkn->rn", self.weights, self.active_mass)
-
-    def mean_se(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Mean over replications and its standard error (NaN with one replication)."""
-        v = np.asarray(getattr(self, name), dtype=float)
-        m = v.mean(axis=0)
-        se = v.std(axis=0, ddof=1) / math.sqrt(v.shape[0]) if v.shape[0] > 1 else np.full(m.shape, np.nan)
-        return m, se
-
-    def to_frame(self, kind: str = "market") -> pd.DataFrame:
-        """Tidy frames.
-
-        ``"market"``: one row per (replication, time): ``replication, step, t, price,
-        discount, buyer_capital, sell_pressure, sell_flow, mean_liquidity, active_nav``.
-        ``"populations"``: one row per (replication, population, time): ``replication,
-        population, step, t, vintage_price, exits, exit_fraction, active_count, active_mass, flow``.
-        ``"agents"``: the snapshots, one row per (replication, snapshot, agent):
-        ``replication, step, t, agent, population, liquidity, status``.
-        """
-        R, n_t = self.price.shape
-        if kind == "market":
-            return pd.DataFrame({
-                "replication": np.repeat(np.arange(R), n_t),
-                "step": np.tile(np.arange(n_t), R),
-                "t": np.tile(self.t, R),
-                "price": self.price.ravel(),
-                "discount": 1.0 - self.price.ravel(),
-                "buyer_capital": self.buyer_capital.ravel(),
-                "sell_pressure": self.sell_pressure.ravel(),
-                "sell_flow": self.sell_flow.ravel(),
-                "mean_liquidity": self.mean_liquidity.ravel(),
-                "active_nav": self.active_nav.ravel(),
-            })
-        if kind == "populations":
-            n_pop = len(self.populations)
-            return pd.DataFrame({
-                "replication": np.repeat(np.arange(R), n_pop * n_t),
-                "population": np.tile(np.repeat(np.array(self.populations, dtype=object), n_t), R),
-                "step": np.tile(np.arange(n_t), R * n_pop),
-                "t": np.tile(self.t, R * n_pop),
-                "vintage_price": self.vintage_price.ravel(),
-                "exits": self.exits.ravel(),
-                "exit_fraction": self.exit_fraction.ravel(),
-                "active_count": self.active_count.ravel(),
-                "active_mass": self.active_mass.ravel(),
-                "flow": self.flow.ravel(),
-            })
-        if kind == "agents":
-            if self.snapshot_steps is None:
-                raise ValueError("no snapshots: simulate(..., snapshot_times=[...])")
-            S = self.snapshot_steps.size
-            n = self.n_agents
-            names = np.array(self.populations, dtype=object)
-            return pd.DataFrame({
-                "replication": np.repeat(np.arange(R), S * n),
-                "step": np.tile(np.repeat(self.snapshot_steps, n), R),
-                "t": np.tile(np.repeat(self.t[self.snapshot_steps], n), R),
-                "agent": np.tile(np.arange(n), R * S),
-                "population": np.tile(names[self.agent_population], R * S),
-                "liquidity": self.snapshot_liquidity.ravel(),
-                "status": pd.Categorical.from_codes(self.snapshot_status.ravel().astype(np.int64),
-                                                    categories=list(STATUS_NAMES)),
-            })
-        raise ValueError(f"kind must be 'market', 'populations' or 'agents', got {kind!r}")
-
-    def __repr__(self) -> str:
-        return (f"MarketSimulation(n_agents={self.n_agents}, n_reps={self.n_reps}, n_t={self.t.size}, "
-                f"populations={self.populations}, transition={self.transition!r}, threads={self.threads}, "
-                f"wall_time={self.wall_time:.3g}s)")
 
 
 # ----------------------------------------------------------------------------------
@@ -706,10 +373,10 @@ class MarketState:
     """The state of ``n_reps`` replications of a prepared market, and the kernel that advances it.
 
     The set-up :func:`simulate` runs (initial draws, the shock at ``t_0``, the result and
-    work arrays); :meth:`run` calls :func:`_run_steps` on it, so a driver that advances the
-    market in pieces (``run(n, n + 1)`` step by step, e.g. :mod:`experiments.datasets`) runs
-    :func:`simulate`'s market bit for bit.  ``snapshots`` is ``None`` or
-    ``(snap_index, snap_L, snap_status)`` (see :func:`simulate`).
+    work arrays); :meth:`run` calls :func:`~abm.lp_market.kernels.run_steps` on it, so a
+    driver that advances the market in pieces (``run(n, n + 1)`` step by step, e.g.
+    :mod:`experiments.datasets`) runs :func:`simulate`'s market bit for bit.  ``snapshots``
+    is ``None`` or ``(snap_index, snap_L, snap_status)`` (see :func:`simulate`).
     """
 
     def __init__(self, su: MarketSetup, n_reps: int, snapshots=None):
@@ -742,31 +409,39 @@ class MarketState:
             exits=np.zeros((R, n_pop, n_t), np.int64), active_count=np.zeros((R, n_pop, n_t), np.int64),
             mean_liquidity=np.empty((R, n_t)),
         )
-        self.sumL = np.zeros((R * nb, n_pop))
-        self.cnt = np.zeros((R * nb, n_pop), np.int64)
-        self.ex = np.zeros((R * nb, n_pop), np.int64)
-        self.cst = np.zeros((R, n_pop))
+        self.work = Work(self.s_hat, self.K, np.zeros((R, n_pop)), np.zeros((R * nb, n_pop)),
+                         np.zeros((R * nb, n_pop), np.int64), np.zeros((R * nb, n_pop), np.int64))
         self.gens = List(gens)
         self.q_given = np.zeros((R, n)) if su.policy.kind == GIVEN else np.zeros((1, 1))
-        self.n_per_pop_f = su.n_per_pop.astype(np.float64)
+        self._args = (Layout(su.pop_starts, su.starts), su.tables(), su.constants(), su.impact, su.policy.arrays(),
+                      self.work, Paths(**self.out), Snapshots(self.snap_index, self.snap_L, self.snap_status))
 
     def run(self, n0: int, n1: int) -> None:
         """Steps ``n0..n1-1`` of every replication (a callable policy's ``q_given`` filled by the caller)."""
-        su, bp, o = self.su, self.su.policy, self.out
-        _run_steps(n0, n1, su.n_steps, self.L, self.status, su.pop_starts, su.starts, self.gens, bp.kind, bp.table,
-                   bp.lower, bp.dx, bp.threshold, bp.prob, self.q_given, su.n_first, su.n_last, su.matures, su.per_w,
-                   self.n_per_pop_f, su.weights, su.kappa_target, su.lam, su.alpha, su.decay, su.gain, su.sd,
-                   su.drift_a, su.sq, su.life, su.dt, su.pbar, su.Kbar, su.beta, su.tau_s, su.theta_K,
-                   DEFAULT_K_FLOOR, su.exact, su.shift, su.cut, self.s_hat, self.K, self.cst, self.sumL, self.cnt,
-                   self.ex, o["price"], o["vintage_price"], o["buyer_capital"], o["sell_pressure"], o["sell_flow"],
-                   o["exits"], o["active_count"], o["mean_liquidity"], self.snap_index, self.snap_L,
-                   self.snap_status)
+        run_steps(n0, n1, self.su.n_steps, self.L, self.status, self.gens, self.q_given, *self._args)
+
+
+def _snapshots(snapshot_times, su: MarketSetup, R: int):
+    """``(steps, (snap_index, snap_L, snap_status))`` for the requested times, or ``(None, None)``."""
+    if snapshot_times is None:
+        return None, None
+    n_t, n = su.t.size, su.n_agents
+    times = np.atleast_1d(np.asarray(snapshot_times, dtype=float))
+    if times.size == 0 or not np.all(np.isfinite(times)):
+        raise ValueError("snapshot_times must be finite times")
+    steps = np.rint((times - su.t[0]) / su.dt).astype(np.int64)
+    if np.any(steps < 0) or np.any(steps > su.n_steps):
+        raise ValueError(f"snapshot_times must lie in [{su.t[0]}, {su.t[-1]}]")
+    steps = np.unique(steps)
+    snap_index = np.full(n_t, -1, dtype=np.int64)
+    snap_index[steps] = np.arange(steps.size)
+    return steps, (snap_index, np.zeros((R, steps.size, n)), np.zeros((R, steps.size, n), dtype=np.int8))
 
 
 def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=None, *, dt: float | None = None,
              inputs: MarketInputs | None = None, events=(), snapshot_times=None, block_size: int = BLOCK_SIZE,
              transition: str = "exact", threads: int | None = None) -> MarketSimulation:
-    """Run ``n_reps`` independent finite-N LP markets (MODEL.md 2.8; the module docstring has the step).
+    """Run ``n_reps`` independent finite-N LP markets (docs/model.md 2.8; the module docstring has the step).
 
     Parameters
     ----------
@@ -796,51 +471,33 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
     n_reps = _check_int(n_reps, "n_reps", 1)
     su = prepare(model, policy, n_agents, seed, dt=dt, inputs=inputs, events=events, block_size=block_size,
                  transition=transition)
-    n_t = su.t.size
-    R, n = n_reps, su.n_agents
-    if snapshot_times is not None:
-        times = np.atleast_1d(np.asarray(snapshot_times, dtype=float))
-        if times.size == 0 or not np.all(np.isfinite(times)):
-            raise ValueError("snapshot_times must be finite times")
-        steps = np.rint((times - su.t[0]) / su.dt).astype(np.int64)
-        if np.any(steps < 0) or np.any(steps > su.n_steps):
-            raise ValueError(f"snapshot_times must lie in [{su.t[0]}, {su.t[-1]}]")
-        steps = np.unique(steps)
-        snap_index = np.full(n_t, -1, dtype=np.int64)
-        snap_index[steps] = np.arange(steps.size)
-        snaps = (snap_index, np.zeros((R, steps.size, n)), np.zeros((R, steps.size, n), dtype=np.int8))
-    else:
-        steps = None
-        snaps = None
-    ms = MarketState(su, R, snaps)
-    L, status, out, bp = ms.L, ms.status, ms.out, su.policy
-    snap_L, snap_st = ms.snap_L, ms.snap_status
-
+    steps, snaps = _snapshots(snapshot_times, su, n_reps)
+    ms = MarketState(su, n_reps, snaps)
     old_threads = numba.get_num_threads()
     threads = old_threads if threads is None else _check_int(threads, "threads", 1)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        if bp.kind != GIVEN:
-            ms.run(0, n_t)
+        if su.policy.kind != GIVEN:
+            ms.run(0, su.t.size)
         else:
-            for step in range(n_t):
-                _callable_step(su, bp, step, L, status, ms.q_given, out, ms.s_hat, ms.K)
+            for step in range(su.t.size):
+                _callable_step(su, su.policy, step, ms.L, ms.status, ms.q_given, ms.out, ms.s_hat, ms.K)
                 ms.run(step, step + 1)
     finally:
         numba.set_num_threads(old_threads)
     return MarketSimulation(
         t=su.t, populations=su.names, n_per_population=su.n_per_pop, weights=su.weights,
-        agent_population=su.pop, liquidity=L, status=status, snapshot_steps=steps,
-        snapshot_liquidity=snap_L if steps is not None else None,
-        snapshot_status=snap_st if steps is not None else None, dt=su.dt, transition=su.transition,
+        agent_population=su.pop, liquidity=ms.L, status=ms.status, snapshot_steps=steps,
+        snapshot_liquidity=ms.snap_L if steps is not None else None,
+        snapshot_status=ms.snap_status if steps is not None else None, dt=su.dt, transition=su.transition,
         block_size=su.block_size, seed_entropy=su.seed_entropy, threads=threads,
-        wall_time=time.perf_counter() - t0, **out,
+        wall_time=time.perf_counter() - t0, **ms.out,
     )
 
 
 def initial_price(su: MarketSetup) -> float:
     """``P^{-1}``: the price the initial state implies, ``pbar^0 exp(-beta S0 / K0)`` (shown to callables at step 0)."""
-    return float(su.pbar[0] * math.exp(-su.beta * su.S0 / max(su.K0, DEFAULT_K_FLOOR)))
+    return float(su.pbar[0] * math.exp(-su.impact.beta * su.S0 / max(su.K0, su.impact.K_floor)))
 
 
 def callable_q(su: MarketSetup, bp: BoundPolicy, n: int, r: int, L_row, status_row, price_prev: float, K: float,

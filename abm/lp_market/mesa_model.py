@@ -1,4 +1,4 @@
-"""The finite-N LP market (MODEL.md 2.8) as a Mesa model: the readable reference.
+"""The finite-N LP market (docs/model.md 2.8) as a Mesa model: the readable reference.
 
 :class:`LPMarketModel` is one market (one replication of :func:`abm.lp_market.engine.simulate`)
 written agent by agent: each :class:`LPAgent` decides, draws its own random numbers
@@ -48,7 +48,7 @@ from mesa.datacollection import DataCollector  # noqa: E402
 if multiprocessing.get_start_method(allow_none=True) != _start_method:
     multiprocessing.set_start_method(_start_method, force=True)
 
-from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_step  # noqa: E402
+from mfg.lp_exit.market import market_step  # noqa: E402
 
 from .engine import (ACTIVE, BLOCK_SIZE, MATURED, PENDING, SOLD, STATUS_NAMES, block_generators,  # noqa: E402
                      callable_q, initial_price, prepare, replication_seed)
@@ -173,7 +173,7 @@ class LPMarketModel(mesa.Model):
         )
 
     def step(self) -> None:
-        """Market step ``n = step_index`` (MODEL.md 2.8)."""
+        """Market step ``n = step_index`` (docs/model.md 2.8)."""
         su = self.setup
         n = self.step_index
         if n > su.n_steps:
@@ -221,8 +221,7 @@ class LPMarketModel(mesa.Model):
         # 3: the market
         pi = np.empty(n_pop)
         S, sh, P, K_next = market_step(self.s_hat, self.K, e_mass, su.weights, np.ascontiguousarray(su.life[:, n]),
-                                       su.dt, su.pbar[n], su.beta, su.tau_s, su.theta_K, su.Kbar[n], DEFAULT_K_FLOOR,
-                                       pi)
+                                       su.pbar[n], su.Kbar[n], su.dt, su.impact, pi)
         self.price, self.buyer_capital, self.sell_pressure, self.sell_flow = P, self.K, sh, S
         self.mean_liquidity = M
         self.vintage_price = pi

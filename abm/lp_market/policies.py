@@ -1,4 +1,4 @@
-"""Exit policies for the finite-N LP market (MODEL.md 2.8).
+"""Exit policies for the finite-N LP market (docs/model.md 2.8).
 
 A policy gives, at step ``n`` (from ``t_n`` to ``t_{n+1}``), the probability ``q`` that
 an active LP of population ``k`` holding liquidity ``L`` sells during the step.  The
@@ -34,7 +34,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mfg.lp_exit.discretisation import discretise
 from mfg.semi_lagrangian import interp_at
+
+from .kernels import GIVEN, NONE, TABLE, THRESHOLD, PolicyArrays
 
 __all__ = [
     "NONE",
@@ -51,10 +54,6 @@ __all__ = [
     "CallablePolicy",
     "as_policy",
 ]
-
-#: ``BoundPolicy.kind`` codes read by the kernels.
-NONE, TABLE, THRESHOLD, GIVEN = 0, 1, 2, 3
-
 
 @dataclass(frozen=True)
 class MarketContext:
@@ -110,6 +109,10 @@ class BoundPolicy:
     threshold: np.ndarray
     prob: np.ndarray
     fn: Callable | None = None
+
+    def arrays(self) -> PolicyArrays:
+        """The kernels' :class:`~abm.lp_market.kernels.PolicyArrays`."""
+        return PolicyArrays(self.kind, self.table, float(self.lower), float(self.dx), self.threshold, self.prob)
 
     def q(self, k: int, n: int, L: float) -> float:
         """Exit probability of one LP (scalar, the kernels' arithmetic; not for ``GIVEN``)."""
@@ -230,7 +233,7 @@ class ThresholdPolicy(Policy):
     def bind(self, ctx: MarketContext) -> BoundPolicy:
         thr = self._expand(self.threshold, "threshold", ctx)
         if self.prob is None:
-            qmax = np.array([-math.expm1(-p.a_max * ctx.dt) for p in ctx.model.populations])
+            qmax = discretise(ctx.model, ctx.dt).q_max
             prob = np.ascontiguousarray(np.repeat(qmax[:, None], ctx.n_t, axis=1))
         else:
             prob = self._expand(self.prob, "prob", ctx)

@@ -1,11 +1,11 @@
-"""The finite-N price-formation market (MODEL.md 1.5).
+"""The finite-N price-formation market (docs/model.md 1.5).
 
 N price-taking traders hold ``x_i(0)`` drawn from ``m_0`` (seeded, exact sampling of
 its P1 interpolant, :mod:`abm.price_formation.sampling`).  Each trades with the MFG feedback evaluated
 at its own holding, and the price clears the market, ``(1/N) sum_i v_i = Q(t_k)``, at
 every step.
 
-Model: the discrete SL model of MODEL.md 1.2 with the grid transport replaced by particles
+Model: the discrete SL model of docs/model.md 1.2 with the grid transport replaced by particles
 -------------------------------------------------------------------------------------------
 The N-trader equilibrium price path ``price^N`` on ``t_0..t_{K-1}`` (``K = T/h``) is
 the fixed point of the same iteration as :func:`mfg.price_formation.solve`; only the
@@ -19,7 +19,7 @@ forward sweep changes:
    (:func:`mfg.semi_lagrangian.minimise_at`, with the state constraint the solver uses,
    so no holding ever leaves ``[a, b]``), and moves, ``x_i <- x_i + h v_i``;
 3. price update per step by :func:`mfg.price_formation.balance_price` with weights
-   ``1/N`` instead of ``rho m_{i,k}`` (MODEL.md 1.2, "Balance").
+   ``1/N`` instead of ``rho m_{i,k}`` (docs/model.md 1.2, "Balance").
 
 Stop when ``max_k |price^{n+1}_k - price^n_k| <= tol``.
 
@@ -31,7 +31,7 @@ particles at continuously spread feet.  The two mean-field prices differ by ``O(
 (6e-4 in sup norm on the paper's test 1 at ``rho = 0.01, h = 0.02``, where both are
 4.5e-3 from the exact price); :mod:`experiments.finite_n_price` therefore measures the
 finite-N effect against the particle market on a large quantile population.  For
-finite N the deviation is the law of MODEL.md 1.5 (below) plus an ``O(rho)/sqrt(N)``
+finite N the deviation is the law of docs/model.md 1.5 (below) plus an ``O(rho)/sqrt(N)``
 noise from where each trader sits inside its cell (a few % of the law at these meshes).
 In the LQ case, shifting every holding by a whole number of cells is an exact symmetry
 of the discrete scheme, and the discrete law ``-(gamma + eta (T - t_{k+1})) delta``
@@ -46,11 +46,11 @@ yields ``price^N - price = -a(t) (xbar^N(t) - xbar(t)) = -a(t) (xbar^N_0 - xbar_
 That is not the N-trader equilibrium: traders who face ``price^N`` re-optimise, which
 changes ``b`` (the linear coefficient feels the whole future price path).  In the
 equilibrium, each trader best-responding to the N-market price path, the price is the
-closed form of MODEL.md 1.3 with ``xbar_0`` replaced by the sample mean, i.e.
+closed form of docs/model.md 1.3 with ``xbar_0`` replaced by the sample mean, i.e.
 
     price^N(t) - price(t) = -(gamma + eta (T - t)) (xbar^N_0 - xbar_0),
 
-an exact ``O(1/sqrt(N))`` law (MODEL.md 1.5).  The two differ: for the paper's test 1,
+an exact ``O(1/sqrt(N))`` law (docs/model.md 1.5).  The two differ: for the paper's test 1,
 ``a(0) = tanh(1) = 0.76`` against ``gamma + eta T = 1``.  The fixed point above is the
 equilibrium, because step 1 recomputes ``u`` from the N-market price.
 
@@ -83,6 +83,7 @@ from mfg.price_formation import (
     discretise,
     hj_backward,
 )
+from mfg.results import BoundaryMassWarning
 from mfg.semi_lagrangian import minimise_at, slope_range
 
 from .sampling import DEFAULT_CELLS, p1_density, as_generator
@@ -106,7 +107,7 @@ PARALLEL_MIN_TRADERS = 200_000
 
 @dataclass(frozen=True)
 class PriceFormationMarketResult:
-    """Equilibrium of the N-trader market (MODEL.md 1.5) on a ``(rho, h)`` mesh.
+    """Equilibrium of the N-trader market (docs/model.md 1.5) on a ``(rho, h)`` mesh.
 
     Attributes
     ----------
@@ -116,7 +117,7 @@ class PriceFormationMarketResult:
     holdings : (N,) holdings at t_K after the last sweep.
     mean_holding : (K+1,) ``(1/N) sum_i x_i(t_k)``; at the fixed point it moves by
         ``h Q(t_k)`` per step (clearing).
-    initial_mean : the sample mean ``xbar^N_0`` (the closed form of MODEL.md 1.3 uses it).
+    initial_mean : the sample mean ``xbar^N_0`` (the closed form of docs/model.md 1.3 uses it).
     path : (K+1, N) holdings at every step if ``keep_path=True``, else ``None``.
     iterations, residuals, converged : as in :class:`mfg.price_formation.PriceFormationResult`.
     n_traders : N.
@@ -312,7 +313,7 @@ def simulate_price_formation_market(
     keep_path: bool = False,
     parallel: bool | None = None,
 ) -> PriceFormationMarketResult:
-    """Equilibrium price path of the N-trader market (MODEL.md 1.5) on the ``(rho, h)`` mesh.
+    """Equilibrium price path of the N-trader market (docs/model.md 1.5) on the ``(rho, h)`` mesh.
 
     Holdings are drawn from ``m_0`` with ``seed`` (an int, a ``SeedSequence`` or a
     ``Generator``; see :func:`sample_initial_holdings`), or given directly as
@@ -379,6 +380,7 @@ def simulate_price_formation_market(
         warnings.warn(
             f"{n_edge[k]} of {n} traders sit on an end of the domain at t={disc.t[k]:.4g}: the state "
             "constraint binds there; enlarge the domain for a whole-line answer",
+            BoundaryMassWarning,
             stacklevel=2,
         )
     return PriceFormationMarketResult(

@@ -1,4 +1,4 @@
-"""Seeded exact sampling from an initial density m_0 (MODEL.md 1.5).
+"""Seeded exact sampling from an initial density m_0 (docs/model.md 1.5).
 
 The finite-N markets draw their traders' initial states from the same ``m_0`` the
 mean-field solvers start from.  ``m_0`` is a user callable, possibly unnormalised

@@ -1,4 +1,4 @@
-"""Crisis experiments on the LP-exit MFG (issue 6): each module is one experiment.
+"""Crisis experiments on the LP-exit MFG (docs/crisis.md, docs/crisis_calibration.md): each module is one experiment.
 
 Every experiment module exposes ``run(out: Path, *, quick: bool = False) -> ExperimentReport``
 and registers itself in :data:`experiments.crisis.common.EXPERIMENTS` by name, so that

@@ -1,6 +1,6 @@
 """Fire-sale amplification: the equilibrium against the no-feedback (DCF) baseline on the same shock.
 
-MODEL.md 2.7 defines the amplification ratio as the equilibrium's trough discount over the
+docs/model.md 2.7 defines the amplification ratio as the equilibrium's trough discount over the
 baseline's, the baseline being LPs who decide as if the price stayed at ``P̄``
 (:func:`mfg.lp_exit.scenarios.solve_baseline`).  Price impact alone makes selling *less*
 attractive when others sell (a substitute, not a complement), so the equilibrium holds out
@@ -8,7 +8,7 @@ and the ratio is below 1 (docs/lp_exit.md: 0.19 for the shock demo).  The slides
 spiral needs a complementarity; this experiment measures three candidates on the shipped
 crisis scenarios (``crisis_2008.toml``, ``covid_2020.toml``, ``rates_2022.toml``):
 
-* **mark-to-market feedback** ``α`` (MODEL.md 2.2): every population's ``alpha`` scaled by
+* **mark-to-market feedback** ``α`` (docs/model.md 2.2): every population's ``alpha`` scaled by
   0, 1, 2 and 4;
 * **the buyer-capital channel**: the shock split into its market part (``capital``:
   ``capital_cut``, ``Kbar_factor``, and ``pbar_factor`` where there is one) and its liquidity part
@@ -22,7 +22,7 @@ crisis scenarios (``crisis_2008.toml``, ``covid_2020.toml``, ``rates_2022.toml``
 
 1. ``alpha_amplification`` = trough(α scaled) / trough(α = 0), both equilibria, same shock
    and channel: > 1 when the mark-to-market channel amplifies;
-2. ``ratio`` = trough(equilibrium) / trough(DCF baseline) (MODEL.md 2.7), and ``log_ratio``,
+2. ``ratio`` = trough(equilibrium) / trough(DCF baseline) (docs/model.md 2.7), and ``log_ratio``,
    the same with the log-discount ``−log(P/P̄)`` (which does not saturate at 100% when the
    market empties): > 1 only past a tipping point of ``α``;
 3. ``preemption_amplification`` = trough(anticipated drought) / trough(unanticipated), and the
@@ -373,7 +373,7 @@ Scenarios {', '.join(f'`{n}`' for n in SCENARIOS)} on the {grid_txt}; {facts['se
 
 **Headline (crisis_2008, whole shock, calm α):** trough discount vs P̄ {100 * head.trough_eq:.1f}% in the
 equilibrium ({head.time_to_trough_eq_months:.1f} months after the shock) against
-{100 * head.trough_base:.1f}% for the DCF baseline: ratio {head.ratio:.3f} (MODEL.md 2.7), log-impact ratio
+{100 * head.trough_base:.1f}% for the DCF baseline: ratio {head.ratio:.3f} (docs/model.md 2.7), log-impact ratio
 {head.log_ratio:.3f}; NAV sold in the year after: {100 * head.volume_eq:.2f}% vs {100 * head.volume_base:.2f}%.
 Price impact alone dampens: LPs who see the price hold out, DCF sellers sell into depleted buyer capital.
 

@@ -1,6 +1,6 @@
 """Calibration of the LP-exit MFG against public data, and a COVID hold-out.
 
-**Data** (MODEL.md 2.10).  Cogent average high bid, % of NAV, half-year points: 84.7 (H1 2008),
+**Data** (docs/model.md 2.10).  Cogent average high bid, % of NAV, half-year points: 84.7 (H1 2008),
 61 (H2 2008), about 42.5 (H1 2009; "40 to 45"), 72 (H2 2009), 80 (H1 2010), 84 (H2 2010); the
 calm-market discount (5 to 15% of NAV: target 10%) and LP sale volume (1 to 2.5% of NAV a
 year: target 1.75%).
@@ -137,7 +137,7 @@ class Target:
 
 
 def targets_2008(price_sigma: float = 2.5) -> list[Target]:
-    """MODEL.md 2.10: the 2008-10 half-year prices, the calm discount and the calm turnover (2007)."""
+    """docs/model.md 2.10: the 2008-10 half-year prices, the calm discount and the calm turnover (2007)."""
     pts = [("H1 2008", 2008.0, 84.7), ("H2 2008", 2008.5, 61.0), ("H1 2009", 2009.0, 42.5),
            ("H2 2009", 2009.5, 72.0), ("H1 2010", 2010.0, 80.0), ("H2 2010", 2010.5, 84.0)]
     out = [Target(p, "price", a, a + 0.5, v, price_sigma) for p, a, v in pts]
@@ -147,12 +147,12 @@ def targets_2008(price_sigma: float = 2.5) -> list[Target]:
 
 
 def volume_target() -> Target:
-    """MODEL.md 2.10: LP sale volume fell 39% in 2009 against 2008 (σ 10 points)."""
+    """docs/model.md 2.10: LP sale volume fell 39% in 2009 against 2008 (σ 10 points)."""
     return Target("volume 2009 vs 2008", "volume_change", 2009.0, 2010.0, -39.0, 10.0)
 
 
 def targets_covid() -> list[Target]:
-    """MODEL.md 2.10: 89 before, 80 in H1 2020, about 90 a year later (hold-out only)."""
+    """docs/model.md 2.10: 89 before, 80 in H1 2020, about 90 a year later (hold-out only)."""
     return [Target("H2 2019", "price", 2019.5, 2020.0, 89.0, 2.5),
             Target("H1 2020", "price", 2020.0, 2020.5, 80.0, 2.5),
             Target("H1 2021", "price", 2021.0, 2021.5, 90.0, 2.5)]
@@ -205,7 +205,7 @@ def solve_continued(sc: Scenario, fractions: Sequence[float] = CONTINUATION):
 
     The post-shock equilibrium of this model need not be unique: besides the branch on which the
     price recovers, a market-freeze branch exists on which buyers' capital is exhausted and the
-    price falls to about 0 (docs/crisis_b.md); :func:`mfg.lp_exit.scenarios.solve_scenario`, which
+    price falls to about 0 (docs/crisis_calibration.md); :func:`mfg.lp_exit.scenarios.solve_scenario`, which
     starts the post-shock fixed point from the pre-shock path, lands on either, erratically in
     the parameters.  Here the shock is applied at the strengths ``fractions`` in turn, each
     solve starting from the previous one's path, so the branch is followed from the calm path
@@ -547,7 +547,7 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
     fig = _figure(fit, cov_frame, cov_res, supply)
     facts["seconds"] = time.perf_counter() - t_start
     names = [p.name for p in fit.params]
-    lines = ["# Calibration against MODEL.md 2.10: 2008-10 fit, COVID hold-out", "",
+    lines = ["# Calibration against docs/model.md 2.10: 2008-10 fit, COVID hold-out", "",
              f"Scenario crisis_2008.toml on {facts['grid']} (n_L x dt); model half-year means of the price P against the "
              "half-year data points; weighted least squares (scipy least_squares, TRF, 2-point Jacobian) in log/logit "
              f"coordinates from {'the stored warm start' if quick else 'the scenario file values'}; "

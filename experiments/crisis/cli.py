@@ -1,8 +1,7 @@
 """``gelav crisis``: one command per registered crisis experiment, and ``all``.
 
 The group is built from :data:`experiments.crisis.common.EXPERIMENTS` after importing the
-experiment modules named in :data:`MODULES`; a module that does not exist (yet) is skipped, so
-the group works with any subset.  Register it on the main command line with
+experiment modules named in :data:`MODULES`.  Register it on the main command line with
 ``main.add_command(crisis)`` (``from experiments.crisis.cli import crisis``).
 
 The group is lazy: importing this module imports neither the experiments nor numpy/pandas, so
@@ -28,14 +27,10 @@ DEFAULT_OUT = Path("gelav-output") / "crisis"
 
 
 def load_experiments() -> dict:
-    """Import every module of :data:`MODULES` that exists (each registers itself); return :data:`EXPERIMENTS`
+    """Import every module of :data:`MODULES` (each registers itself); return :data:`EXPERIMENTS`
     ordered as :data:`MODULES` (experiments registered under other names follow)."""
     for name in MODULES:
-        try:
-            importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":  # the module exists but one of its imports is missing
-                raise
+        importlib.import_module(f"{__package__}.{name}")
     from .common import EXPERIMENTS
 
     order = {n: i for i, n in enumerate(MODULES)}

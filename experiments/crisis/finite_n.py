@@ -1,4 +1,4 @@
-"""Finite-N check: each crisis equilibrium replayed in a market of N = 10⁵ LPs (MODEL.md 2.8).
+"""Finite-N check: each crisis equilibrium replayed in a market of N = 10⁵ LPs (docs/model.md 2.8).
 
 For each crisis scenario (``crisis_2008``, ``covid_2020``, ``rates_2022``; ``shock_demo`` if
 none is shipped) the MFG scenario equilibrium (:func:`mfg.lp_exit.scenarios.solve_scenario`) is

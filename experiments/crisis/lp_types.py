@@ -5,7 +5,7 @@ Its first segment (the whole window solved without the shock) is the no-shock co
 
 * **Seller composition by type**: each type's share of the NAV sold in a window (shares sum
   to 1): the year before the shock, the six months after it (the trough), calendar H1 2009,
-  and calendar 2010 (the recovery).  Public (MODEL.md 2.10): pensions about 5% of sellers at
+  and calendar 2010 (the recovery).  Public (docs/model.md 2.10): pensions about 5% of sellers at
   the 2009 trough and about 40% in 2010; endowments the stressed sellers; sovereign wealth
   funds postponed rather than sold.
 * **Who buys time by waiting**: per type and step, the mean liquidity of its active LPs
@@ -217,7 +217,7 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
             wm = f"{pct(r.waiting_mass)}" if "waiting_mass" in r else ""
             lines.append(f"| {ty} | {lab} | {r.mean_L:.3f} | {r.threshold:.3f} | {pct(r.mass_below)} | "
                          f"{r.value_of_waiting:.4f} | {wm} |")
-    lines += ["", "Public (MODEL.md 2.10): pensions about 5% of sellers at the 2009 trough and about 40% in 2010; "
+    lines += ["", "Public (docs/model.md 2.10): pensions about 5% of sellers at the 2009 trough and about 40% in 2010; "
               "endowments the stressed sellers; sovereign wealth funds postponed rather than sold.",
               f"Run time {facts['seconds']:.1f} s{' (quick)' if quick else ''}."]
     report = ExperimentReport("lp_types", "\n".join(lines) + "\n", facts,

@@ -5,11 +5,11 @@ no-event equilibrium of the same market (segment 0 of :func:`mfg.lp_exit.scenari
 so that the slow drift of the calm price (the window's end, the funds' ageing) is not read as
 recovery.  From the trough ``t*`` (largest gap after the shock) on, ``x(τ) = g(t* + τ)/g(t*)``:
 
-* ``closed_6m``, ``closed_12m``: ``1 − x`` at six and twelve months (MODEL.md 2.10: about 60%
+* ``closed_6m``, ``closed_12m``: ``1 − x`` at six and twelve months (docs/model.md 2.10: about 60%
   of the 2009 gap closed within six months);
 * ``half_life_months``: first ``τ`` with ``x ≤ 1/2``;
 * ``tail_half_life_months``: ``ln 2 / k`` of a log-linear fit of ``x`` from six months on (while
-  ``x > 2%``) (MODEL.md 2.10: about seven months in 2009-10);
+  ``x > 2%``) (docs/model.md 2.10: about seven months in 2009-10);
 * non-linearity: least-squares fits of one exponential ``A e^{−kτ}`` (2 parameters) and two
   ``A₁ e^{−k₁τ} + A₂ e^{−k₂τ}`` (4) on ``x`` over the two years after the trough; the residual
   sums of squares, the F statistic of the nested pair with its p-value, and ΔAIC = AIC₂ − AIC₁
@@ -37,7 +37,7 @@ from .common import ExperimentReport, register, write_report
 
 __all__ = ["PUBLIC_2008", "fit_exponentials", "recovery_metrics", "run"]
 
-#: Cogent average high bid, % of NAV / 100, at the middle of each half-year (MODEL.md 2.10).
+#: Cogent average high bid, % of NAV / 100, at the middle of each half-year (docs/model.md 2.10).
 PUBLIC_2008 = ((2008.25, 0.847), (2008.75, 0.61), (2009.25, 0.425), (2009.75, 0.72), (2010.25, 0.80),
                (2010.75, 0.84))
 
@@ -186,7 +186,7 @@ equilibrium price − scenario price; x = gap / gap at the trough.
 
 **Headline (crisis_2008, calm α):** trough {h.months_to_trough:.1f} months after the shock at
 P = {h.price_trough:.3f}; {100 * h.closed_6m:.0f}% of the gap closed after six months and
-{100 * h.closed_12m:.0f}% after twelve (MODEL.md 2.10: about 60% in six months; the Cogent half-year
+{100 * h.closed_12m:.0f}% after twelve (docs/model.md 2.10: about 60% in six months; the Cogent half-year
 points give {100 * pub['closed_6m']:.0f}% from the H1 2009 trough to H2 2009); half-life of the gap
 {h.half_life_months:.1f} months, of the tail (from six months on) {h.tail_half_life_months:.1f} months
 (public: about 7).  Non-linear: two exponentials fit the first two years with a residual
@@ -221,7 +221,7 @@ def _figure(paths: pd.DataFrame, fits: pd.DataFrame, table: pd.DataFrame):
         ax.plot(p.t, p.calm_price, color="grey", ls="--", label="no-event equilibrium")
         if name == "crisis_2008":
             ax.plot([q[0] for q in PUBLIC_2008], [q[1] for q in PUBLIC_2008], "ks", ms=5,
-                    label="Cogent high bid (MODEL.md 2.10)")
+                    label="Cogent high bid (docs/model.md 2.10)")
         ax.set(title=f"{name}: price (fraction of NAV)", xlabel="year")
         ax.legend(fontsize=7)
     ax = axes[2]

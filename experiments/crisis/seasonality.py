@@ -1,8 +1,8 @@
 """Seasonality of LP sales: quarterly volume shares, the second-half (H2) share, and the pensions' Q4 term.
 
-MODEL.md 2.10: 55 to 65% of a normal year's LP sales happen in its second half (fiscal
+docs/model.md 2.10: 55 to 65% of a normal year's LP sales happen in its second half (fiscal
 year-ends of pensions, banks, insurers).  The only seasonal element of the model is the
-pensions' schedule ``s(t)`` (MODEL.md 2.2): a box of ``amplitude`` (< 0) on the liquidity
+pensions' schedule ``s(t)`` (docs/model.md 2.2): a box of ``amplitude`` (< 0) on the liquidity
 target in Q4.  This experiment sweeps that amplitude and measures the quarterly shares of
 annual sales.
 
@@ -352,7 +352,7 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
         lines.append(f"| {r.amplitude:g} | {r.quarter} | {pct(r.share_of_sales)} | {pct(r.pension_share)} | "
                      f"{r.pension_mean_L:.3f} | {r.pension_threshold:.3f} | {pct(r.pension_mass_below)} | "
                      f"{r.price:.4f} |")
-    lines += ["", f"Public (MODEL.md 2.10): H2 share 55-65%. Swept amplitudes with the detrended stationary H2 share "
+    lines += ["", f"Public (docs/model.md 2.10): H2 share 55-65%. Swept amplitudes with the detrended stationary H2 share "
               f"in that band: {', '.join(f'{a:g}' for a in hit.amplitude) or 'none'}; the highest is "
               f"{pct(best.h2_detrended)} (amplitude {best.amplitude:g}).",
               f"Run time {facts['seconds']:.1f} s{' (quick)' if quick else ''}."]

@@ -2,13 +2,13 @@
 
 Scenario ``vintages.toml``: funds of vintages 2005, 2007 and 2009 (one LP population each, one
 blended LP type) share the market price ``P``, the buyer capital ``K`` and the mean field ``M``
-(MODEL.md 2.4).  For each vintage in turn, its LPs alone take the shipped event's liquidity shift
+(docs/model.md 2.4).  For each vintage in turn, its LPs alone take the shipped event's liquidity shift
 (−0.6 at 2010.0, unanticipated; nothing else moves), and every vintage's response is measured
 against the no-event equilibrium (segment 0 of the same solve):
 
 * price: ``π_k / π_k^calm − 1`` (%), its most negative value (``price_peak_pct``) and its
   integral over the two years after the shock (``price_cum_pct_years``).  All vintage prices are
-  ``P·A_k`` (MODEL.md 2.4), so every vintage's price moves by the same percentage: the price
+  ``P·A_k`` (docs/model.md 2.4), so every vintage's price moves by the same percentage: the price
   matrix varies only with the shocked vintage;
 * exits: NAV sold by vintage ``k`` per unit of its own NAV, equilibrium minus calm: the largest
   step response in rate (``exit_peak_pct_per_year``, signed) and the extra share sold in the
@@ -190,7 +190,7 @@ liquidity M pull the other way and the hold-out shrinks ({rng(full_x)}; all posi
 {facts['full_cross_exits_rise']}); with every α doubled: {rng(a2_x)} (all positive:
 {facts['alpha2_cross_exits_rise']}); tripled: {rng(a3_x)} (all positive: {facts['alpha3_cross_exits_rise']}): past a
 tipping point of α the shock to one vintage sets off a run of all of them (peak price change
-{a3_x.price_peak_pct.min():.1f}%).  Cross-vintage spillover has no empirical estimate (MODEL.md 2.10): this is a
+{a3_x.price_peak_pct.min():.1f}%).  Cross-vintage spillover has no empirical estimate (docs/model.md 2.10): this is a
 model prediction.
 
 ## Price: peak change (%), full

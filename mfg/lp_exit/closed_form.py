@@ -1,4 +1,4 @@
-"""Semi-closed form of the single-LP, infinite-horizon exit problem (MODEL.md 2.9).
+"""Semi-closed form of the single-LP, infinite-horizon exit problem (docs/model.md 2.9).
 
 Constant exit value ``G``, hard stopping, no herding or price feedback
 (``lam = alpha = 0``), ``rho = r - g > 0``.  Above the exit threshold ``ell_star``
@@ -56,7 +56,7 @@ def fundamental_solutions(L, kappa: float, sigma: float, lbar: float, nu: float)
 
 @dataclass(frozen=True)
 class StoppingSolution:
-    """Value and threshold of the infinite-horizon exit problem (MODEL.md 2.9)."""
+    """Value and threshold of the infinite-horizon exit problem (docs/model.md 2.9)."""
 
     threshold: float  # ell_star
     A: float

@@ -1,4 +1,4 @@
-"""Unanticipated ("MIT") shock events of the LP-exit game (MODEL.md 2.7).
+"""Unanticipated ("MIT") shock events of the LP-exit game (docs/model.md 2.7).
 
 A scenario is a list of :class:`ShockEvent`.  Before an event LPs expect none; at its
 time ``τ`` the distribution reached so far is kept, the event is applied, and a new
@@ -55,7 +55,7 @@ def _names(v: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class ShockEvent(BaseModel):
-    """One unanticipated shock (MODEL.md 2.7); see the module docstring for its effect.
+    """One unanticipated shock (docs/model.md 2.7); see the module docstring for its effect.
 
     ``time`` (years) must be a step of the solve's grid inside ``[start, end)``
     (checked by :func:`check_events` / the solver).  ``populations``: names of the

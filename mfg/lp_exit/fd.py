@@ -1,17 +1,16 @@
-"""Finite-difference kernels of the LP-exit game: the independent second method (MODEL.md 2).
+"""Finite-difference kernels of the LP-exit game: the independent second method (docs/model.md 2).
 
 :func:`fd_backward_sweep` and :func:`fd_forward_sweep` are drop-in replacements of
 :func:`mfg.lp_exit.backward_sweep` and :func:`mfg.lp_exit.forward_sweep`: the same
 arguments, the same return values, the same time indexing (decisions at steps
 ``n_first..n_last-1``, ``V[n_last] = terminal``, NaN value / zero ``q`` outside), the
-same exit rule (logit with ``temperature`` in value units, hard rule at
-``temperature == 0``, policy evaluation with ``evaluate`` and ``q_given``) and the same
-``threshold`` (highest zero of the P1 interpolant of ``C - G``).  Only the transition
+same exit rule and threshold (:func:`mfg.lp_exit.kernels.exit_rule`, shared by both
+methods).  Only the transition
 of ``L`` over a step is discretised differently, so that comparing the two methods
 checks the semi-Lagrangian scheme against an independent one.  :func:`mfg.lp_exit.solve`
-uses them with ``method="fd"``, through their buffered forms :func:`_fd_backward` and
-:func:`_fd_forward` (the contract of :func:`mfg.lp_exit._sl_backward` and
-:func:`mfg.lp_exit._sl_forward`: output arrays passed in, two rows kept on request, the
+uses them with ``method="fd"``, through their buffered forms :func:`fd_backward` and
+:func:`fd_forward` (the contract of :func:`mfg.lp_exit.kernels.sl_backward` and
+:func:`mfg.lp_exit.kernels.sl_forward`: output arrays passed in, two rows kept on request, the
 mean-field moments and the exit sensitivity summed in the forward sweep).
 
 Scheme (one step ``n``, from ``t_n`` to ``t_{n+1}``)
@@ -45,19 +44,19 @@ Backward (implicit Euler, exact discount)::
 
 ``E^n = P_n V^{n+1}`` replaces the SL scheme's two-foot average ``E[V(t_{n+1}, L')]``;
 ``running = (y - c(L)) dt`` is paid at ``t_n`` and ``discount = exp(-(r - g) dt)`` is
-applied exactly, both as in the SL kernel (MODEL.md 2.3), so the two methods differ in
+applied exactly, both as in the SL kernel (docs/model.md 2.3), so the two methods differ in
 the transition operator only.  (The textbook variant ``((1 + ρ dt) I - dt A) C =
 running + V^{n+1}`` differs by ``O(dt²)`` per step; putting the discount outside the
 resolvent keeps ``P_n`` stochastic, which the forward sweep needs for exact mass
 conservation.)
 
 Exit: operator splitting, the exit step explicit after the implicit transition step.
-This is the decision model of MODEL.md 2.3 itself (a per-step probability
+This is the decision model of docs/model.md 2.3 itself (a per-step probability
 ``q = q_max * ...`` with ``q_max = 1 - exp(-a_max dt)``, taken at ``t_n`` against the
 continuation value), so FD and SL discretise the very same discrete-time game; the
 decision needs no nonlinear solve, and at ``q_max → 1`` with the hard rule it is the
 explicit projection ``V = max(C, G)`` of the obstacle problem, which converges to the
-free-boundary solution (MODEL.md 2.9).  A fully implicit exit solved by policy
+free-boundary solution (docs/model.md 2.9).  A fully implicit exit solved by policy
 iteration would change the meaning of ``q`` (an implicit killing rate) and the
 forward adjoint along with it.
 
@@ -74,9 +73,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .exit_rule import _last_stats, _logistic
+from .kernels import exit_rule, keeps_every_row, last_moments, row_pair
 
-__all__ = ["fd_backward_sweep", "fd_forward_sweep"]
+__all__ = ["fd_backward_sweep", "fd_forward_sweep", "fd_backward", "fd_forward"]
 
 
 @njit(cache=True, inline="always")
@@ -105,7 +104,7 @@ def _rates(i, n, diff, h0, h1, lower, dx):
 
 
 @njit(cache=True)
-def _solve_step(drift_c_t, drift_a, sigma_t, dt, lower, dx, rhs, transpose, cp, out):
+def _solve_step(coef, pop, mesh, t, rhs, transpose, cp, out):
     """Solve ``(I - dt A_n) x = rhs`` (or its transpose) by the Thomas algorithm.
 
     Row ``i`` of ``I - dt A_n``: ``-lo_i`` at ``i-1``, ``1 + lo_i + up_i`` at ``i``, ``-up_i``
@@ -115,6 +114,8 @@ def _solve_step(drift_c_t, drift_a, sigma_t, dt, lower, dx, rhs, transpose, cp, 
     ``rhs`` gives a non-negative ``x`` exactly, with no cancellation.  ``cp`` is scratch;
     ``out`` may not alias ``rhs``.
     """
+    drift_c_t, drift_a, sigma_t = coef.drift_c[t], pop.drift_a, coef.sigma[t]
+    dt, lower, dx = mesh.dt, mesh.lower, mesh.dx
     n = rhs.shape[0]
     diff = 0.5 * sigma_t * sigma_t / (dx * dx) * dt
     h0 = 0.5 * dt / dx * drift_c_t
@@ -147,114 +148,85 @@ def _solve_step(drift_c_t, drift_a, sigma_t, dt, lower, dx, rhs, transpose, cp, 
 
 
 @njit(cache=True, nogil=True)
-def fd_backward_sweep(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max,
-                      temperature, evaluate, q_given, lower, dx):
-    """Backward implicit finite-difference sweep with the exit step of MODEL.md 2.3 (one population).
+def fd_backward_sweep(pop, coef, rule, mesh):
+    """Backward implicit finite-difference sweep with the exit step of docs/model.md 2.3 (one population).
 
-    Same signature, arguments and returns ``(V, q, threshold)`` as
-    :func:`mfg.lp_exit.backward_sweep`; the continuation value is
-    ``C = running + discount * (I - dt A_n)^{-1} V^{n+1}`` (module docstring) instead of
-    the SL two-foot average.  The work is done by :func:`_fd_backward`.
+    Same arguments and returns ``(V, q, threshold)`` as :func:`mfg.lp_exit.kernels.backward_sweep`;
+    the continuation value is ``C = running + discount * (I - dt A_n)^{-1} V^{n+1}`` (module
+    docstring) instead of the SL two-foot average.  The work is done by :func:`fd_backward`.
     """
-    n_t = drift_c.shape[0]
-    n = running.shape[0]
+    n_t = coef.drift_c.shape[0]
+    n = pop.running.shape[0]
     V = np.full((n_t, n), np.nan)
     q = np.zeros((n_t, n))
     thr = np.full(n_t, np.nan)
-    _fd_backward(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max, temperature,
-                 evaluate, q_given, lower, dx, V, q, thr)
+    fd_backward(pop, coef, rule, mesh, V, q, thr)
     return V, q, thr
 
 
 @njit(cache=True, nogil=True)
-def _fd_backward(n_first, n_last, terminal, drift_c, drift_a, sigma, dt, discount, running, G, q_max, temperature,
-                 evaluate, q_given, lower, dx, V, q, thr):
-    """:func:`fd_backward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit._sl_backward`.
+def fd_backward(pop, coef, rule, mesh, V, q, thr):
+    """:func:`fd_backward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit.kernels.sl_backward`.
 
     ``V`` is ``(n_t, n)`` (every row) or ``(2, n)`` (two rows, row ``t`` in ``V[t % 2]``);
     writes ``V`` rows ``n_first..n_last``, ``q`` rows ``n_first..n_last-1`` and
     ``thr[n_first:n_last]`` (NaN where no threshold).
     """
-    n = running.shape[0]
-    full = V.shape[0] != 2 or drift_c.shape[0] == 2
-    D = np.empty(n)
+    n = pop.running.shape[0]
+    full = keeps_every_row(V, coef.drift_c.shape[0])
+    crow = np.empty(n)
     cp = np.empty(n)
     E = np.empty(n)
-    nl = n_last if full else n_last & 1
+    nl = pop.n_last if full else pop.n_last & 1
     for i in range(n):
-        V[nl, i] = terminal[i]
-    for t in range(n_last - 1, n_first - 1, -1):
-        if full:
-            nxt = V[t + 1]
-            cur = V[t]
-        else:
-            nxt = V[(t + 1) & 1]
-            cur = V[t & 1]
-        _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, nxt, False, cp, E)
-        gt = G[t]
+        V[nl, i] = pop.terminal[i]
+    for t in range(pop.n_last - 1, pop.n_first - 1, -1):
+        cur, nxt = row_pair(V, t, full)
+        _solve_step(coef, pop, mesh, t, nxt, False, cp, E)
         for i in range(n):
-            c = running[i] + discount * E[i]
-            d = gt - c
-            if evaluate:
-                qi = q_given[t, i]
-            elif temperature > 0.0:
-                qi = q_max * _logistic(d / temperature)
-            elif d > 0.0:
-                qi = q_max
-            else:
-                qi = 0.0
-            q[t, i] = qi
-            cur[i] = c + qi * d
-            D[i] = -d
-        thr[t] = np.nan
-        for i in range(n - 2, -1, -1):
-            if D[i] <= 0.0 and D[i + 1] > 0.0:
-                thr[t] = lower + dx * (i + (-D[i]) / (D[i + 1] - D[i]))
-                break
+            crow[i] = pop.running[i] + pop.discount * E[i]
+        thr[t] = exit_rule(crow, coef.G[t], pop.q_max, rule, t, cur, q[t], mesh.lower, mesh.dx)
 
 
 @njit(cache=True, nogil=True)
-def fd_forward_sweep(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx):
+def fd_forward_sweep(m0, pop, coef, q, mesh):
     """Exact transpose of :func:`fd_backward_sweep` (one population).
 
-    Same signature and returns ``(m, exited)`` as :func:`mfg.lp_exit.forward_sweep`:
+    Same arguments and returns ``(m, exited)`` as :func:`mfg.lp_exit.kernels.forward_sweep`:
     ``m0`` (nodal masses) is placed at step ``n_first``; in step ``n`` the mass
     ``m_i q_i`` exits and ``m^{n+1}`` solves ``(I - dt A_n)^T m^{n+1} = m^n (1 - q)``.
-    The work is done by :func:`_fd_forward`.
+    The work is done by :func:`fd_forward`.
     """
-    n_t = drift_c.shape[0]
+    n_t = coef.drift_c.shape[0]
     n = m0.shape[0]
     m = np.zeros((n_t, n))
     exited = np.zeros(n_t)
-    _fd_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, m, exited, m0, 0.0,
-                np.empty((0, 0)))
+    fd_forward(m0, pop, coef, q, mesh, m, exited, (np.empty(0), np.empty((0, 0))))
     return m, exited
 
 
 @njit(cache=True, nogil=True)
-def _fd_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, m, exited, x, q_max, stats):
-    """:func:`fd_forward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit._sl_forward`.
+def fd_forward(m0, pop, coef, q, mesh, m, exited, moments):
+    """:func:`fd_forward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit.kernels.sl_forward`.
 
-    ``m`` is ``(n_t, n)`` or ``(2, n)`` (row ``t`` in ``m[t % 2]``); ``stats`` is ``(3, n_t)``
-    (mass, first moment over ``x``, exit sensitivity per step, summed in node order) or empty.
+    ``m`` is ``(n_t, n)`` or ``(2, n)`` (row ``t`` in ``m[t % 2]``); ``moments`` is ``(x, stats)``
+    with ``stats`` of shape ``(3, n_t)`` (mass, first moment over ``x``, exit sensitivity per
+    step, summed in node order) or empty arrays.
     """
+    x, stats = moments
     n = m0.shape[0]
-    full = m.shape[0] != 2 or drift_c.shape[0] == 2
+    full = keeps_every_row(m, coef.drift_c.shape[0])
     want = stats.shape[0] == 3
+    q_max = pop.q_max
     sens = want and q_max > 0.0
     inv = 1.0 / q_max if sens else 0.0
     cp = np.empty(n)
     rhs = np.empty(n)
-    r0 = n_first if full else n_first & 1
+    r0 = pop.n_first if full else pop.n_first & 1
     for i in range(n):
         m[r0, i] = m0[i]
-    for t in range(n_first, n_last):
-        if full:
-            cur = m[t]
-            nxt = m[t + 1]
-        else:
-            cur = m[t & 1]
-            nxt = m[(t + 1) & 1]
+    for t in range(pop.n_first, pop.n_last):
+        cur, nxt = row_pair(m, t, full)
         e = 0.0
         s0 = 0.0
         s1 = 0.0
@@ -275,6 +247,6 @@ def _fd_forward(m0, n_first, n_last, drift_c, drift_a, sigma, dt, q, lower, dx, 
             stats[0, t] = s0
             stats[1, t] = s1
             stats[2, t] = s2
-        _solve_step(drift_c[t], drift_a, sigma[t], dt, lower, dx, rhs, True, cp, nxt)
+        _solve_step(coef, pop, mesh, t, rhs, True, cp, nxt)
     if want:
-        _last_stats(m, n_last, full, x, stats)
+        last_moments(m, pop.n_last, full, moments)

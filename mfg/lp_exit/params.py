@@ -1,10 +1,10 @@
-"""Validated parameters of the LP-exit mean-field game (MODEL.md 2).
+"""Validated parameters of the LP-exit mean-field game (docs/model.md 2).
 
-Units (MODEL.md 2): time in years, money in units of fund NAV (a stake worth 1 at
+Units (docs/model.md 2): time in years, money in units of fund NAV (a stake worth 1 at
 NAV), rates per year.  Liquidity ``L`` is a dimensionless state; ``lbar``, ``ell``,
 ``initial_mean``, ``L_min``/``L_max`` and a seasonal ``amplitude`` are in its units.
 
-Field names are the symbols of MODEL.md 2:
+Field names are the symbols of docs/model.md 2:
 
 * :class:`Population` (2.1–2.3) — ``kappa, lbar, sigma, lam, alpha`` (liquidity
   dynamics), ``eta, ell`` (holding cost ``c(L) = eta (ell - L)^+``), ``y, r, g``
@@ -72,7 +72,7 @@ Name = Annotated[str, AfterValidator(_nonblank)]
 
 
 class Seasonal(BaseModel):
-    """Seasonal shift ``s(t)`` of the liquidity target (MODEL.md 2.2).
+    """Seasonal shift ``s(t)`` of the liquidity target (docs/model.md 2.2).
 
     A periodic box: ``s(t) = amplitude`` while the fraction of the calendar year
     ``t - floor(t)`` lies in ``[start, end)``, else 0.  The default ``[0.75, 1.0)`` is
@@ -101,7 +101,7 @@ class Seasonal(BaseModel):
 
 
 class Population(BaseModel):
-    """One LP population (MODEL.md 2.1–2.3)."""
+    """One LP population (docs/model.md 2.1–2.3)."""
 
     model_config = _CONFIG
 
@@ -138,7 +138,7 @@ class Population(BaseModel):
 
 
 class Market(BaseModel):
-    """Secondary market of MODEL.md 2.4.
+    """Secondary market of docs/model.md 2.4.
 
     ``pbar``: calm price factor P̄ (fraction of NAV); ``beta``: price impact of sell
     pressure relative to buyer capital; ``tau_s``: memory of sell pressure, years;
@@ -243,16 +243,16 @@ class Grid(BaseModel):
 
 
 class SolverOptions(BaseModel):
-    """Options of the fixed point (MODEL.md 2.5).
+    """Options of the fixed point (docs/model.md 2.5).
 
     ``temperature`` ε is the logit temperature of the exit decision in value units
     (NAV): ``q = q_max · logistic((G − C)/ε)``, so the exit probability moves from
     ``q_max/2`` at the threshold to ``q_max/(1 + e)`` one ε below it in value.  0 gives the
-    hard rule ``q = q_max 1{G > C}``.  This departs from MODEL.md 2.3, whose argument
-    ``q_max (G − C)/ε`` has width ``ε/q_max ≈ ε/(a_max dt)`` in ``G − C``: with it the same
+    hard rule ``q = q_max 1{G > C}`` (docs/model.md 2.3).  The per-step form of the
+    argument, ``q_max (G − C)/ε'``, would have width ``ε/q_max ≈ ε/(a_max dt)`` in ``G − C``: with it the same
     ε smooths more as ``dt`` shrinks, and as ``dt → 0`` every LP, however far from its
     threshold, sells at rate ``a_max/2`` (a degenerate continuous-time limit).  Here the
-    smoothing does not depend on ``dt``, so grid refinement converges; MODEL.md's ε at
+    smoothing does not depend on ``dt``, so grid refinement converges; a per-step ε' at
     step ``dt`` is ``ε · q_max`` in these units.  Both share the hard limit ε → 0.
     ``damping`` θ ∈ (0, 1]: the mixing of the step, ``x + θ D (g(x) - x)`` (with
     ``anderson = 0`` and no preconditioner the path is updated to ``(1 - θ) old + θ new``).
@@ -262,7 +262,7 @@ class SolverOptions(BaseModel):
     replaced by the damped step.  ``precondition``: scale the price residual by a
     quasi-Newton step ``D = (I - J)^{-1}``, ``J`` the causal response of the market
     recursion to the price when each step's exits react (logit derivative) to that
-    step's price (``mfg.lp_exit._market_newton``); it removes the oscillating mode of the
+    step's price (:func:`mfg.lp_exit.market.market_newton`); it removes the oscillating mode of the
     price feedback, so ``damping = 1`` works.  No effect at ``temperature = 0``.
     ``workers``: threads sweeping the populations concurrently (the kernels release
     the GIL; results are bit-identical for any value; 1 runs them in turn).

@@ -1,4 +1,4 @@
-"""Shock scenarios, the no-feedback ("DCF") baseline and the amplification ratio (MODEL.md 2.7).
+"""Shock scenarios, the no-feedback ("DCF") baseline and the amplification ratio (docs/model.md 2.7).
 
 :func:`solve_scenario` — unanticipated ("MIT") shocks.  Before the first event LPs
 expect none: the whole window is solved without events (segment 0).  At each event
@@ -20,7 +20,7 @@ time ``τ`` (a step ``n_τ`` of the grid):
 The stitched :class:`ScenarioResult` holds segment ``k`` on ``[n_k, n_{k+1})`` and the
 next segment from ``n_{k+1}`` on; at an event step it shows the post-shock state.
 
-:func:`solve_baseline` — the no-feedback baseline of MODEL.md 2.7: LPs decide as if the
+:func:`solve_baseline` — the no-feedback baseline of docs/model.md 2.7: LPs decide as if the
 price stayed at ``P̄`` (a solve with ``β = 0``, so ``P ≡ P̄(t)``: the exit value is
 ``P̄ A_k − φ_k`` and the mark-to-market term ``α log(P/P̄)`` vanishes), each LP in
 isolation from the price.  Herding is kept: ``M`` is the mean of the baseline LPs' own
@@ -30,7 +30,7 @@ liquidity dynamics too (no feedback of any kind; otherwise the realised price wo
 feed back into liquidity and exits, which is again an equilibrium).  The same shocks
 hit the baseline at the same times (from the baseline's own distribution).  The
 realised price path is then computed from the baseline's exit flows by the real market
-recursion (MODEL.md 2.4, :func:`mfg.lp_exit.market.market_path`) with the real ``β``, the
+recursion (docs/model.md 2.4, :func:`mfg.lp_exit.market.market_path`) with the real ``β``, the
 capital cuts applied at the events and the realised ``K̄(t), P̄(t)``.  A variant,
 ``belief="no_shock"``, lets LPs decide on the no-event equilibrium's price path instead
 of ``P̄`` (their pre-shock forecast, never revised): it removes only the shock's
@@ -38,7 +38,7 @@ feedback, not the calm discount.
 
 In this model the baseline's realised trough is DEEPER than the equilibrium's: LPs who
 ignore the price keep selling into depleted buyer capital, while equilibrium sellers
-hold out (a reservation price; MODEL.md 2.10: volume fell at the 2009 trough).  The
+hold out (a reservation price; docs/model.md 2.10: volume fell at the 2009 trough).  The
 amplification ratio is then below 1: the price feedback as a whole dampens the shock,
 although its mark-to-market part (``α``) amplifies it.
 
@@ -57,9 +57,12 @@ import numpy as np
 import pandas as pd
 
 from .events import ShockEvent, ShockSchedule, check_events
-from .solver import BoundaryMassWarning, LPExitResult, LPState, MarketInputs, _SeriesResult, solve
+from ..results import BoundaryMassWarning
+from .inputs import LPState, MarketInputs
+from .market import impact_params, market_path
 from .params import Grid, LPExitModel, SolverOptions
-from .market import DEFAULT_K_FLOOR, market_path
+from .result import LPExitResult, SeriesResult
+from .solver import solve
 from ..semi_lagrangian import UniformGrid, deposit_p1
 
 __all__ = [
@@ -147,8 +150,8 @@ def scenario_inputs(model: LPExitModel, events: Sequence[ShockEvent], t: np.ndar
 
 
 @dataclass(frozen=True, eq=False)
-class ScenarioResult(_SeriesResult):
-    """A scenario's stitched path (MODEL.md 2.7), with the attribute names of :class:`~mfg.lp_exit.LPExitResult`.
+class ScenarioResult(SeriesResult):
+    """A scenario's stitched path (docs/model.md 2.7), with the attribute names of :class:`~mfg.lp_exit.LPExitResult`.
 
     ``kind``: ``"equilibrium"`` (:func:`solve_scenario`) or ``"baseline"``
     (:func:`solve_baseline`: the market series ``price, vintage_price, buyer_capital,
@@ -332,7 +335,7 @@ def _stitch(kind, model, grid, options, events, segments, starts, pushed, t_star
 
 def solve_scenario(model: LPExitModel, grid: Grid, options: SolverOptions | None = None,
                    events: Sequence[ShockEvent] = (), method: str = "sl") -> ScenarioResult:
-    """Equilibrium path under unanticipated shocks (MODEL.md 2.7); see the module docstring.
+    """Equilibrium path under unanticipated shocks (docs/model.md 2.7); see the module docstring.
 
     ``events`` need not be sorted; events at the same step are applied in their given
     order and start one segment.  Raises ``ValueError`` for an event outside
@@ -347,7 +350,7 @@ def solve_scenario(model: LPExitModel, grid: Grid, options: SolverOptions | None
 
 def realised_market(model: LPExitModel, t: np.ndarray, flow: np.ndarray, Kbar: np.ndarray, pbar: np.ndarray,
                     dt: float, starts: Sequence[int] = (0,), cuts: Sequence[float] = (0.0,)) -> dict:
-    """The market recursion of MODEL.md 2.4 driven by given exit flows, with capital cuts.
+    """The market recursion of docs/model.md 2.4 driven by given exit flows, with capital cuts.
 
     ``flow``: ``(n_pop, n_t)`` each population's sell flow (NAV/yr, ``w_k E_k / dt``);
     ``Kbar, pbar``: ``(n_t,)`` realised inputs; ``starts[j]``: step at which ``K`` is
@@ -370,8 +373,8 @@ def realised_market(model: LPExitModel, t: np.ndarray, flow: np.ndarray, Kbar: n
     for a, b, cut in zip(starts, ends, cuts):
         cap *= 1.0 - cut
         c = min(b + 1, n_t)  # one step more to get K at the start of step b
-        S_, sh_, P_, K_, pi_ = market_path(E[:, a:c], ones, life[:, a:c], Kbar[a:c], dt, pbar[a:c], float(mk.beta),
-                                           float(mk.tau_s), float(mk.theta_K), s_prev, cap, DEFAULT_K_FLOOR)
+        S_, sh_, P_, K_, pi_ = market_path(E[:, a:c], ones, life[:, a:c], Kbar[a:c], pbar[a:c], dt,
+                                           impact_params(mk), s_prev, cap)
         m = b - a
         S[a:b], sh[a:b], P[a:b], K[a:b], pi[:, a:b] = S_[:m], sh_[:m], P_[:m], K_[:m], pi_[:, :m]
         if b < n_t:
@@ -381,12 +384,12 @@ def realised_market(model: LPExitModel, t: np.ndarray, flow: np.ndarray, Kbar: n
 
 def solve_baseline(model: LPExitModel, grid: Grid, options: SolverOptions | None = None,
                    events: Sequence[ShockEvent] = (), method: str = "sl", *, belief: str = "pbar") -> ScenarioResult:
-    """No-feedback ("DCF") baseline of MODEL.md 2.7 under the same events; see the module docstring.
+    """No-feedback ("DCF") baseline of docs/model.md 2.7 under the same events; see the module docstring.
 
     Decisions and liquidity come from the segments of :func:`solve_scenario` run on the
     model with ``β = 0``, so that the price the LPs decide on is the input path ``P̄``:
 
-    * ``belief="pbar"`` (MODEL.md 2.7, default): ``P ≡ P̄(t)``, the model's calm price
+    * ``belief="pbar"`` (docs/model.md 2.7, default): ``P ≡ P̄(t)``, the model's calm price
       (times the ``pbar_factor`` of events already happened);
     * ``belief="no_shock"``: the price path of the no-event equilibrium (the LPs' pre-shock
       forecast, never revised; times the ``pbar_factor`` of events already happened): a
@@ -483,7 +486,7 @@ def trough_discount(t, price, shock_time: float, ref: float, horizon: float = ma
 
 def amplification(eq, base, *, shock_time: float | None = None, reference: str = "pbar", pbar: float | None = None,
                   horizon: float = math.inf, volume_window: float = 1.0) -> Amplification:
-    """Amplification of a shock by the price feedback: equilibrium vs no-feedback baseline (MODEL.md 2.7).
+    """Amplification of a shock by the price feedback: equilibrium vs no-feedback baseline (docs/model.md 2.7).
 
     ``eq``, ``base``: results with ``t``, ``price`` and ``sell_flow`` (e.g. from
     :func:`solve_scenario` and :func:`solve_baseline`).  ``shock_time``: default the

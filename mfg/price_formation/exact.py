@@ -1,4 +1,4 @@
-"""Exact solutions of the price-formation MFG on the whole line (MODEL.md 1.3).
+"""Exact solutions of the price-formation MFG on the whole line (docs/model.md 1.3).
 
 * :class:`LQSolution` — ``l = c v^2/2``, ``V = eta (x - kappa)^2/2``,
   ``u_T = gamma (x - zeta)^2/2``: price, value function, density and mean.
@@ -56,7 +56,7 @@ def _supply_integrals(supply: Callable, t: np.ndarray, T: float):
 
 def lq_price(t, *, c: float, eta: float, kappa: float, gamma: float, zeta: float, supply: Callable,
              initial_mean: float, horizon: float) -> np.ndarray:
-    """Equilibrium price of the LQ model (MODEL.md 1.3)::
+    """Equilibrium price of the LQ model (docs/model.md 1.3)::
 
         price(t) = -c Q(t) + gamma (zeta - xbar_0) + eta (T - t)(kappa - xbar_0)
                    - gamma int_0^T Q - eta int_t^T int_0^s Q(r) dr ds

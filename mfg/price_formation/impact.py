@@ -1,4 +1,4 @@
-"""Convex market-impact costs ``l(v)`` of the price-formation MFG (MODEL.md 1.1).
+"""Convex market-impact costs ``l(v)`` of the price-formation MFG (docs/model.md 1.1).
 
 Both costs are power laws ``l(v) = scale * |v|**p`` with ``p > 1``; the numba
 kernels of :mod:`mfg.semi_lagrangian` work on the pair ``(p, scale)``.  The

@@ -1,4 +1,4 @@
-"""Fully discrete semi-Lagrangian solver for the price-formation MFG (MODEL.md 1).
+"""Fully discrete semi-Lagrangian solver for the price-formation MFG (docs/model.md 1).
 
 Data flow: :class:`PriceFormationProblem` (continuous data) → :func:`discretise`
 (nodal arrays on the ``(rho, h)`` mesh, validated) → :func:`solve` (fixed point of
@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 from numba import njit
 
+from ..results import BoundaryMassWarning, ConvergenceWarning, Status, message_of, status_of
 from .callables import evaluate_callable
 from .impact import Impact, PowerImpact, QuadraticImpact
 from ..semi_lagrangian import (
@@ -49,13 +50,9 @@ __all__ = [
 ]
 
 
-class ConvergenceWarning(RuntimeWarning):
-    """The fixed point stopped at ``max_iter`` before reaching ``tol``."""
-
-
 @dataclass(frozen=True)
 class PriceFormationProblem:
-    """Continuous data of the price-formation MFG (MODEL.md 1.1).
+    """Continuous data of the price-formation MFG (docs/model.md 1.1).
 
     ``potential(x)``, ``terminal(x)``, ``initial_density(x)`` and ``supply(t)`` are
     vectorised callables (scalars are broadcast).  ``initial_density`` may be
@@ -113,7 +110,7 @@ class DiscreteProblem:
 
 @dataclass(frozen=True)
 class PriceFormationResult:
-    """Solution of the discrete system (MODEL.md 1.2).
+    """Solution of the discrete system (docs/model.md 1.2).
 
     Attributes
     ----------
@@ -126,7 +123,9 @@ class PriceFormationResult:
     iterations : fixed-point iterations performed.
     residuals : ``max_k |price^{n+1}_k - price^n_k|`` for each iteration.
     converged : whether the last residual is within ``tol``.
-    wall_time : seconds spent in :func:`solve` (JIT compilation excluded once cached).
+    status, message : :class:`mfg.results.Status` code and a one-line account (docs/model.md 3.3).
+    timings : seconds per phase (``iterations``: the fixed point, ``total``: the whole
+        call, JIT compilation excluded once cached).
     """
 
     t: np.ndarray
@@ -138,7 +137,9 @@ class PriceFormationResult:
     iterations: int
     residuals: np.ndarray
     converged: bool
-    wall_time: float
+    status: Status
+    message: str
+    timings: dict
     rho: float
     h: float
     problem: PriceFormationProblem = field(repr=False)
@@ -149,6 +150,11 @@ class PriceFormationResult:
         return self.t[:-1]
 
     @property
+    def wall_time(self) -> float:
+        """``timings["total"]`` (the name of the first release)."""
+        return self.timings["total"]
+
+    @property
     def mean_holding(self) -> np.ndarray:
         """``sum_i rho x_i m_{i,k}`` for every time step."""
         return self.rho * (self.m @ self.x)
@@ -157,7 +163,7 @@ class PriceFormationResult:
         return (
             f"PriceFormationResult(rho={self.rho}, h={self.h}, grid={self.m.shape}, "
             f"iterations={self.iterations}, converged={self.converged}, "
-            f"last_residual={self.residuals[-1]:.3g}, wall_time={self.wall_time:.3g}s)"
+            f"last_residual={self.residuals[-1]:.3g}, total={self.timings['total']:.3g}s)"
         )
 
 
@@ -270,7 +276,7 @@ def _solve_balance(weights, offsets, target, guess, p, scale):
 
 @njit(cache=True)
 def balance_price(price, v, weights, supply, p, scale):
-    """Price update of MODEL.md 1.2 for every step.
+    """Price update of docs/model.md 1.2 for every step.
 
     With ``D = -l'(v) - price`` frozen (the slope of ``u`` seen by each agent), solve
     ``sum_i weights_{k,i} (l')^{-1}(-(price_new_k + D_{k,i})) = supply_k``.
@@ -292,7 +298,7 @@ def balance_price(price, v, weights, supply, p, scale):
 
 
 def discretise(problem: PriceFormationProblem, *, rho: float, h: float, _stacklevel: int = 2) -> DiscreteProblem:
-    """Nodal data on the mesh ``x_i = a + i rho``, ``t_k = k h`` (MODEL.md 1.2)."""
+    """Nodal data on the mesh ``x_i = a + i rho``, ``t_k = k h`` (docs/model.md 1.2)."""
     if not (isinstance(rho, numbers.Real) and math.isfinite(rho) and rho > 0):
         raise ValueError(f"rho must be positive, got {rho!r}")
     if not (isinstance(h, numbers.Real) and math.isfinite(h) and h > 0):
@@ -360,7 +366,7 @@ def solve(
     max_iter: int = 100,
     initial_price: np.ndarray | None = None,
 ) -> PriceFormationResult:
-    """Solve the discrete price-formation MFG by the fixed point of MODEL.md 1.2.
+    """Solve the discrete price-formation MFG by the fixed point of docs/model.md 1.2.
 
     Starting from ``price^0 = -Q`` (or ``initial_price``), repeat: backward HJ sweep,
     forward transport, price update; stop when ``max_k |price^{n+1} - price^n| <= tol``.
@@ -380,6 +386,7 @@ def solve(
         if price.shape != disc.supply.shape or not np.isfinite(price).all():
             raise ValueError(f"initial_price must be {disc.supply.size} finite values (one per t_0..t_N-1)")
     residuals = []
+    loop_start = time.perf_counter()
     for _ in range(max_iter):
         u, v, m, new_price = iterate(disc, price)
         residuals.append(float(np.max(np.abs(new_price - price))))
@@ -387,6 +394,7 @@ def solve(
         if residuals[-1] <= tol:
             break
     converged = residuals[-1] <= tol
+    loop_time = time.perf_counter() - loop_start
     if not converged:
         warnings.warn(
             f"price iteration stopped after {max_iter} iterations with residual {residuals[-1]:.3g} > tol={tol:g}",
@@ -404,7 +412,9 @@ def solve(
         iterations=len(residuals),
         residuals=np.array(residuals),
         converged=converged,
-        wall_time=time.perf_counter() - start,
+        status=status_of(converged),
+        message=message_of(converged, len(residuals), residuals[-1], tol),
+        timings={"iterations": loop_time, "total": time.perf_counter() - start},
         rho=disc.rho,
         h=disc.h,
         problem=problem,
@@ -419,5 +429,6 @@ def _warn_boundary_mass(disc: DiscreteProblem, m: np.ndarray, threshold: float =
         warnings.warn(
             f"{edge[k]:.2g} of the mass sits on the boundary nodes at t={disc.t[k]:.4g}: the state "
             "constraint binds there; enlarge the domain for a whole-line answer",
+            BoundaryMassWarning,
             stacklevel=3,
         )

@@ -32,7 +32,7 @@ def test_scenario_file_loads_documents_and_converges(name):
     path = SCENARIO_DIR / f"{name}.toml"
     text = path.read_text()
     comments = [ln for ln in text.splitlines() if ln.startswith("#")]
-    assert len(comments) >= 8 and "MODEL.md" in text  # documented, with the source of its targets
+    assert len(comments) >= 8 and "docs/model.md" in text  # documented, with the source of its targets
     sc = load_scenario(path)
     n_t = round((sc.model.end - sc.model.start) / sc.grid.dt) + 1
     assert sc.grid.n_L <= 251 and n_t <= 200  # coarse enough for a few seconds
@@ -46,7 +46,7 @@ def test_scenario_file_loads_documents_and_converges(name):
 
 
 def test_crisis_2008_against_the_public_figures():
-    """MODEL.md 2.10: 84.7 (H1 2008) -> 61 (H2 2008) -> 40-45 -> 72 (H2 2009) -> 80 -> 84 (H2 2010)."""
+    """docs/model.md 2.10: 84.7 (H1 2008) -> 61 (H2 2008) -> 40-45 -> 72 (H2 2009) -> 80 -> 84 (H2 2010)."""
     sc = load_scenario(SCENARIO_DIR / "crisis_2008.toml")
     eq = solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
     t, p = eq.t, eq.price
@@ -64,7 +64,7 @@ def test_crisis_2008_against_the_public_figures():
 
 
 def test_covid_2020_against_the_public_figures():
-    """MODEL.md 2.10: 89 -> 80 (H1 2020) -> about 90 a year later."""
+    """docs/model.md 2.10: 89 -> 80 (H1 2020) -> about 90 a year later."""
     sc = load_scenario(SCENARIO_DIR / "covid_2020.toml")
     eq = solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
     t, p = eq.t, eq.price
@@ -157,7 +157,7 @@ def test_recovery_claims(rec, out):
     f = rec.facts
     t = rec.tables["recovery"]
     assert (t.gap_trough > 0).all()
-    assert ((0.3 < t.closed_6m) & (t.closed_6m < 0.9)).all()  # MODEL.md 2.10: about 60% in six months
+    assert ((0.3 < t.closed_6m) & (t.closed_6m < 0.9)).all()  # docs/model.md 2.10: about 60% in six months
     assert (t.closed_12m > t.closed_6m).all()
     assert 3.0 < f["crisis_2008_tail_half_life_months"] < 12.0  # public: about 7
     assert f["two_exp_better_everywhere"] and f["crisis_2008_rss_ratio"] > 1.5
@@ -229,9 +229,11 @@ def test_crisis_all_runs_each_into_its_folder(tmp_path, monkeypatch):
     assert (tmp_path / "recovery" / "summary.md").exists() and (tmp_path / "spillover" / "summary.md").exists()
 
 
-def test_load_experiments_skips_missing_modules(monkeypatch):
+def test_load_experiments_in_registry_order_and_a_missing_module_is_an_error(monkeypatch):
     from experiments.crisis import cli
 
-    monkeypatch.setattr(cli, "MODULES", cli.MODULES + ("no_such_experiment",))
     got = cli.load_experiments()
     assert list(got)[:3] == ["amplification", "recovery", "spillover"]
+    monkeypatch.setattr(cli, "MODULES", cli.MODULES + ("no_such_experiment",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_experiment"):
+        cli.load_experiments()
