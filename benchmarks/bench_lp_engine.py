@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from abm.lp_market.engine import prepare, simulate  # noqa: E402
 from mfg.lp_exit import solve  # noqa: E402
-from mfg.lp_exit.params import Grid, load_scenario  # noqa: E402
 from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_step  # noqa: E402
+from mfg.lp_exit.params import Grid, load_scenario  # noqa: E402
 
 CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
 

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     for n, t in tests.items():
         for rho, h in MESHES:
             res = solve(t.problem, rho=rho, h=h, tol=t.tol)
-            times = _time(lambda: solve(t.problem, rho=rho, h=h, tol=t.tol), repeats)
+            times = _time(lambda t=t, rho=rho, h=h: solve(t.problem, rho=rho, h=h, tol=t.tol), repeats)
             print(f"| {n} | {rho} | {h} | {res.m.shape[1]} x {res.m.shape[0]} | {res.iterations} "
                   f"| {statistics.median(times):.4f} | {min(times):.4f} |")
 
@@ -132,8 +132,8 @@ def main(argv=None) -> int:
         if not gap <= 1e-10 * (1 + np.max(np.abs(u_nb))):
             print(f"numpy and numba sweeps disagree by {gap:.3g}; baseline is not comparable", file=sys.stderr)
             return 1
-        t_nb = statistics.median(_time(lambda: hj_backward(*call), repeats))
-        t_np = statistics.median(_time(lambda: numpy_hj_backward(*call), repeats))
+        t_nb = statistics.median(_time(lambda call=call: hj_backward(*call), repeats))
+        t_np = statistics.median(_time(lambda call=call: numpy_hj_backward(*call), repeats))
         print(f"| {n} | rho={rho}, h={h} ({g.n} x {price.size + 1}) | {t_nb:.4f} | {t_np:.4f} | {t_np / t_nb:.1f} |")
     return 0
 

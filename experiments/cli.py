@@ -18,6 +18,12 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
+class SolveError(click.ClickException):
+    """A valid input the model cannot solve (a collapsing market, a non-finite number): one line, exit code 1."""
+
+    exit_code = 1
+
+
 def _pydantic_message(exc, raw: dict | None) -> str:
     """One line naming each offending field of a ``pydantic.ValidationError``.
 
@@ -227,8 +233,10 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
     try:
         report = _solve_echoing_warnings(run, sc, out, method=method, baseline=baseline, name=path.stem,
                                         dpi=dpi)
-    except ValueError as exc:  # a scenario the solver refuses (e.g. dt not dividing the window)
+    except (ValueError, MemoryError) as exc:  # a scenario the solver refuses (e.g. dt not dividing the window)
         raise InputError(f"{path}: {' '.join(str(exc).split())}") from None
+    except FloatingPointError as exc:  # the market collapsed or a number stopped being finite: named in the message
+        raise SolveError(f"{path}: {' '.join(str(exc).split())}") from None
     click.echo(report.text)
     click.echo(f"wall time {time.perf_counter() - start:.1f} s (solves, figures and files)")
     click.echo("written: " + ", ".join(str(p) for p in report.files))
@@ -305,7 +313,7 @@ def scenarios() -> None:
         click.echo("no shipped scenarios found")
         return
     width = max(len(n) for n in shipped)
-    for name, (path, description) in shipped.items():
+    for name, (_path, description) in shipped.items():
         click.echo(f"{name:<{width}}  {description}")
     click.echo(f"(files in {next(iter(shipped.values()))[0].parent})")
 

@@ -151,6 +151,7 @@ REALISTIC = dict(stale_nav=2, bid_dispersion=0.05, strategies=True, funds_per_vi
 # ----------------------------------------------------------------------------------
 
 _D8 = pa.dictionary(pa.int8(), pa.string())
+_INT8 = pa.int8()
 _D16 = pa.dictionary(pa.int16(), pa.string())
 
 SCHEMAS: dict[str, list[tuple[str, pa.DataType, str, str]]] = {
@@ -440,7 +441,7 @@ def _meta_bytes(meta: dict) -> dict[bytes, bytes]:
     return {b"gelav.dataset": json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()}
 
 
-def _dict_array(codes: np.ndarray, names, index_type=pa.int8()) -> pa.DictionaryArray:
+def _dict_array(codes: np.ndarray, names, index_type=_INT8) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(codes, type=index_type), pa.array(list(names), pa.string()))
 
 

@@ -49,8 +49,8 @@ from tqdm.auto import tqdm
 
 from abm.price_formation.market import simulate_price_formation_market
 from abm.price_formation.sampling import p1_density
-from mfg.price_formation.exact import LQSolution
 from mfg.price_formation import solve
+from mfg.price_formation.exact import LQSolution
 
 from .price_formation_paper import paper_test
 

@@ -134,7 +134,8 @@ def annual_volume(result) -> pd.DataFrame:
 
 
 def summary(result) -> dict:
-    """Key figures of a solve (:class:`~mfg.lp_exit.LPExitResult`) or a scenario (:class:`~mfg.lp_exit.scenarios.ScenarioResult`).
+    """Key figures of a solve (:class:`~mfg.lp_exit.LPExitResult`) or a scenario
+    (:class:`~mfg.lp_exit.scenarios.ScenarioResult`).
 
     Prices and discounts are the market price factor ``P`` (fraction of NAV): discount
     ``1 - P`` in % of NAV over all steps.  Volumes: NAV sold per calendar year per unit
@@ -260,7 +261,8 @@ def _mark_events(ax, result, label=True):
         if e.time in done:
             continue
         done.add(e.time)
-        ax.axvline(e.time, color="crimson", lw=1.0, ls=":", zorder=0, label="shock" if label and len(done) == 1 else None)
+        ax.axvline(e.time, color="crimson", lw=1.0, ls=":", zorder=0,
+                   label="shock" if label and len(done) == 1 else None)
 
 
 def _heatmap_populations(result, count: int) -> list[int]:
@@ -301,7 +303,7 @@ def lp_exit_figure(result, *, baseline=None, heatmaps: int | tuple[str, ...] = 2
     colors = {k: f"C{k % 10}" for k in range(len(names))}
 
     ax = fig.add_subplot(gs[0, 0])
-    for k, n in enumerate(names):
+    for k, _n in enumerate(names):
         pi = np.where(result.active_mass[k] > 0, result.vintage_price[k], np.nan)
         ax.plot(t, 100 * pi, color=colors[k], lw=0.8, alpha=0.6)
     ax.plot(t, 100 * result.price, "k-", lw=1.8, label="market price P")

@@ -11,8 +11,8 @@ from functools import partial
 
 import numpy as np
 
-from mfg.price_formation.exact import LinearPotentialSolution, LQSolution
 from mfg.price_formation import PowerImpact, PriceFormationProblem, QuadraticImpact
+from mfg.price_formation.exact import LinearPotentialSolution, LQSolution
 
 __all__ = ["PaperTest", "paper_test", "supply", "bump_density", "MESHES", "PUBLISHED"]
 

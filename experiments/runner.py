@@ -357,7 +357,8 @@ def _as_frame(out: Any, key: Key) -> pd.DataFrame:
         else:
             frame = pd.DataFrame(cols)
     else:
-        raise TypeError(f"the task returned {type(out).__name__}; it must return a pandas DataFrame or a dict of columns")
+        raise TypeError(f"the task returned {type(out).__name__}; it must return a pandas DataFrame or a dict "
+                        "of columns")
     clash = [name for name in key if name in frame.columns]
     if clash:
         raise ValueError(f"the task's output has columns {clash} that are also key fields; rename them")

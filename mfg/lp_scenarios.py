@@ -1,4 +1,4 @@
-"""Alias of :mod:`mfg.lp_exit.scenarios`: the module path of the first release, kept so that user code keeps working."""
+"""Alias of :mod:`mfg.lp_exit.scenarios`, the module path of the first release (user code keeps working)."""
 
 import importlib
 import sys

@@ -101,10 +101,11 @@ class UniformGrid:
 def locate(y, lower, dx, n):
     """Cell ``j`` and weight ``w`` of node ``j+1`` for the (clamped) point ``y``.
 
-    ``I[u](y) = (1 - w) u[j] + w u[j+1]`` with ``0 <= j <= n-2`` and ``0 <= w <= 1``.
+    ``I[u](y) = (1 - w) u[j] + w u[j+1]`` with ``0 <= j <= n-2`` and ``0 <= w <= 1``.  A NaN
+    point falls on the first node (never an index outside the grid).
     """
     s = (y - lower) / dx
-    if s <= 0.0:
+    if not s > 0.0:  # also NaN
         return 0, 0.0
     if s >= n - 1:
         return n - 2, 1.0
@@ -364,5 +365,6 @@ def minimise_p1(grid: UniformGrid, values, points, h: float, price: float, p: fl
     xs = _as_1d("points", points)
     v = np.empty_like(xs)
     val = np.empty_like(xs)
-    _minimise_many(values, grid.lower, grid.spacing, xs, float(h), float(price), float(p), float(scale), bool(constrain), v, val)
+    _minimise_many(values, grid.lower, grid.spacing, xs, float(h), float(price), float(p), float(scale),
+                   bool(constrain), v, val)
     return v, val

@@ -102,7 +102,8 @@ def test_finite_n_check_runs_and_reports():
     assert np.isfinite(c["bound"]) and np.isfinite(c["rms_z"]) and np.isfinite(c["max_abs_z"])
     mean, se, ref, _ = c["series"]["price"]
     assert mean.shape == ref.shape and np.all(se[1:] > 0)
-    assert np.nanmax(np.abs(mean - ref)) < 0.1  # close, up to the O(dL) bias of a coarse grid (docs/crisis_calibration.md)
+    # close, up to the O(dL) bias of a coarse grid (docs/crisis_calibration.md)
+    assert np.nanmax(np.abs(mean - ref)) < 0.1
     print(f"\nfinite-N (N=2e4, R=4, 111 nodes): within={c['passed']}, max|z|={c['max_abs_z']:.2f} "
           f"(bound {c['bound']:.2f}), rms z={c['rms_z']:.2f}, max price gap={c['max_price_gap']:.2e}")
 

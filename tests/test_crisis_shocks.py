@@ -50,7 +50,10 @@ def test_crisis_2008_against_the_public_figures():
     sc = load_scenario(SCENARIO_DIR / "crisis_2008.toml")
     eq = solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
     t, p = eq.t, eq.price
-    half = lambda a: float(p[(t >= a) & (t < a + 0.5)].mean())
+
+    def half(a):
+        return float(p[(t >= a) & (t < a + 0.5)].mean())
+
     assert 0.84 < half(2008.0) < 0.92  # before the shock: calm
     assert 0.40 < p.min() < 0.60  # a deep trough (public 40-45; the model's is shallower)
     assert half(2009.0) < half(2009.5) < half(2010.0) < half(2010.5)  # recovery

@@ -23,8 +23,15 @@ import pytest
 from scipy.integrate import quad, simpson, solve_ivp, trapezoid
 from scipy.optimize import minimize_scalar
 
-from experiments.price_formation_paper import bump_density, supply as paper_supply
-from mfg.price_formation.exact import LinearPotentialSolution, LQSolution, linear_potential_price, lq_price, normalised_density
+from experiments.price_formation_paper import bump_density
+from experiments.price_formation_paper import supply as paper_supply
+from mfg.price_formation.exact import (
+    LinearPotentialSolution,
+    LQSolution,
+    linear_potential_price,
+    lq_price,
+    normalised_density,
+)
 from mfg.price_formation.impact import PowerImpact, QuadraticImpact
 
 
@@ -190,7 +197,7 @@ def test_lq_density_mass_mean_and_continuity(name):
     np.testing.assert_allclose(sol.density(xs0, 0.0), m0(xs0), rtol=1e-12, atol=1e-14)
     for t in (0.3 * T, 0.7 * T, T):
         lo, hi = _support_at(sol, t)
-        mean, mass = _grid_mean_and_mass(lambda x: sol.density(x, t), (lo, hi))
+        mean, mass = _grid_mean_and_mass(lambda x, t=t: sol.density(x, t), (lo, hi))
         assert mass == pytest.approx(1.0, abs=1e-7)
         S = quad(q, 0.0, t, epsabs=1e-13, epsrel=1e-13)[0]
         assert mean == pytest.approx(xbar0 + S, abs=1e-7)
@@ -199,7 +206,7 @@ def test_lq_density_mass_mean_and_continuity(name):
         pr = float(sol.price(t)[0])
         d = 1e-3
 
-        def v_star(x, t=t, pr=pr):
+        def v_star(x, t=t, pr=pr, d=d):
             return -(pr + (sol.value(x + d, t) - sol.value(x - d, t)) / (2 * d)) / c
 
         grid = np.linspace(lo, hi, 4001)
@@ -210,7 +217,10 @@ def test_lq_density_mass_mean_and_continuity(name):
             xs = np.linspace(lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo), 9)
             dt, dx = 1e-5, 1e-5
             m_t = (sol.density(xs, t + dt) - sol.density(xs, t - dt)) / (2 * dt)
-            flux = lambda x: v_star(x) * sol.density(x, t)  # noqa: E731
+
+            def flux(x, t=t, v_star=v_star):
+                return v_star(x) * sol.density(x, t)
+
             flux_x = (flux(xs + dx) - flux(xs - dx)) / (2 * dx)
             size = np.max(np.abs(m_t)) + np.max(np.abs(flux_x)) + 1.0
             assert np.max(np.abs(m_t + flux_x)) < 1e-4 * size
@@ -279,7 +289,7 @@ def test_linear_potential_density_is_transported_by_the_supply(name):
     for t in (0.4 * T, T):
         S = quad(q, 0.0, t, epsabs=1e-13, epsrel=1e-13)[0]
         support = (sol.support[0] + S, sol.support[1] + S)
-        mean, mass = _grid_mean_and_mass(lambda x: sol.density(x, t), support)
+        mean, mass = _grid_mean_and_mass(lambda x, t=t: sol.density(x, t), support)
         assert mass == pytest.approx(1.0, abs=1e-9)
         assert mean == pytest.approx(xbar0 + S, abs=1e-9)
         xs = np.linspace(support[0] + 0.2 * (support[1] - support[0]), support[1] - 0.2 * (support[1] - support[0]), 7)

@@ -26,7 +26,10 @@ def test_fundamental_solutions_solve_the_homogeneous_equation():
     L = np.linspace(0.0, 2.0, 21)
     h = 1e-4
     for which in (0, 2):
-        u = lambda x: fundamental_solutions(x, kappa, sigma, lbar, rho / kappa)[which]  # noqa: E731
+
+        def u(x, which=which):
+            return fundamental_solutions(x, kappa, sigma, lbar, rho / kappa)[which]
+
         du = fundamental_solutions(L, kappa, sigma, lbar, rho / kappa)[which + 1]
         assert np.allclose(du, (u(L + h) - u(L - h)) / (2 * h), rtol=1e-6)
         d2 = (u(L + h) - 2 * u(L) + u(L - h)) / h**2

@@ -13,11 +13,18 @@ import numpy as np
 import pytest
 
 from mfg.lp_exit.closed_form import solve_stopping
-from mfg.lp_exit.solver import (BoundaryMassWarning, ConvergenceWarning, LPState, MarketInputs,
-                         backward_sweep, forward_sweep, solve)
-from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
 from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
 from mfg.lp_exit.market import ImpactParams, market_path
+from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
+from mfg.lp_exit.solver import (
+    BoundaryMassWarning,
+    ConvergenceWarning,
+    LPState,
+    MarketInputs,
+    backward_sweep,
+    forward_sweep,
+    solve,
+)
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import mfg.lp_exit.solver as lp_exit
-from mfg.lp_exit.closed_form import solve_stopping
 from mfg.lp_exit import backward_sweep, forward_sweep
+from mfg.lp_exit.closed_form import solve_stopping
 from mfg.lp_exit.fd import fd_backward_sweep, fd_forward_sweep
 from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
+from mfg.lp_exit.params import Grid, load_scenario
 
 NO_POLICY = np.zeros((1, 1))
-from mfg.lp_exit.params import Grid, load_scenario
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 
@@ -177,7 +177,8 @@ def test_fd_stopping_converges_to_closed_form():
         running = (CF["y"] - CF["eta"] * np.maximum(CF["ell"] - x, 0.0)) * dt
         q_max = -math.expm1(-1e6 * dt)
         pop = PopulationData(0, N, np.ones(n_L), running, math.exp(-(CF["r"] - CF["g"]) * dt), q_max, CF["kappa"])
-        coef = StepCoefficients(np.full(N + 1, CF["kappa"] * CF["lbar"]), np.full(N + 1, CF["sigma"]), np.full(N + 1, G))
+        coef = StepCoefficients(np.full(N + 1, CF["kappa"] * CF["lbar"]), np.full(N + 1, CF["sigma"]),
+                                np.full(N + 1, G))
         V, q, thr = fd_backward_sweep(pop, coef, ExitRule(0.0, False, NO_POLICY), Mesh(lower, dx, dt))
         sel = (x >= 0.0) & (x <= 2.5)
         rows.append((abs(thr[0] - exact.threshold), np.max(np.abs(V[0, sel] - exact.value(x[sel])))))

@@ -1,4 +1,5 @@
-"""Shock scenarios, the no-feedback baseline and amplification (mfg/lp_exit/events.py, mfg/lp_exit/scenarios.py; docs/model.md 2.7)."""
+"""Shock scenarios, the no-feedback baseline and amplification (mfg/lp_exit/events.py,
+mfg/lp_exit/scenarios.py; docs/model.md 2.7)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ import numpy as np
 import pydantic
 import pytest
 
-from mfg.lp_exit.events import ShockEvent, ShockSchedule, check_events
 from mfg.lp_exit import BoundaryMassWarning, LPState, solve
+from mfg.lp_exit.events import ShockEvent, ShockSchedule, check_events
 from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
-from mfg.lp_exit.scenarios import (ScenarioResult, amplification, apply_shock, realised_market,
-                              scenario_inputs, shift_masses, solve_baseline, solve_scenario)
+from mfg.lp_exit.scenarios import (
+    ScenarioResult,
+    amplification,
+    apply_shock,
+    realised_market,
+    scenario_inputs,
+    shift_masses,
+    solve_baseline,
+    solve_scenario,
+)
 
 DEMO = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "shock_demo.toml"
 

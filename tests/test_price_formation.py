@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 
 import mfg.price_formation.solver as pf
 from experiments.price_formation_paper import MESHES, PUBLISHED, PUBLISHED_ITERATIONS, bump_density, paper_test
-from mfg.price_formation.exact import LinearPotentialSolution, LQSolution
 from mfg.price_formation import (
     ConvergenceWarning,
     PowerImpact,
@@ -31,8 +30,9 @@ from mfg.price_formation import (
     solve,
     transport_forward,
 )
-from mfg.semi_lagrangian import deposit_p1, minimise_p1
+from mfg.price_formation.exact import LinearPotentialSolution, LQSolution
 from mfg.results import BoundaryMassWarning
+from mfg.semi_lagrangian import deposit_p1, minimise_p1
 
 
 def rel_err(num, exact) -> float:
@@ -309,7 +309,8 @@ def test_problem_validation(changes, exc, match):
 @pytest.mark.parametrize("changes, match", [
     (dict(initial_density=lambda x: np.asarray(x, dtype=float)), r"initial_density is negative at x=-1"),
     (dict(initial_density=zero), "initial_density has no mass"),
-    (dict(initial_density=lambda x: np.where(np.asarray(x) > 0.5, np.nan, 1.0)), "initial_density is not finite at x=0.6"),
+    (dict(initial_density=lambda x: np.where(np.asarray(x) > 0.5, np.nan, 1.0)),
+     "initial_density is not finite at x=0.6"),
     (dict(supply=lambda t: np.where(np.asarray(t) >= 0.5, np.inf, 0.0)), "supply is not finite at t=0.5"),
     (dict(potential=lambda x: np.log(np.asarray(x) + 0.5)), "potential is not finite at x=-1"),
     (dict(terminal=lambda x: np.full(np.shape(x), np.nan)), "terminal is not finite"),

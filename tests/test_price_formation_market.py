@@ -25,8 +25,8 @@ from abm.price_formation.market import (
 )
 from abm.price_formation.sampling import as_generator, p1_density, sample_density
 from experiments.price_formation_paper import paper_test
-from mfg.price_formation.exact import LQSolution, lq_price
 from mfg.price_formation import ConvergenceWarning, PriceFormationProblem, QuadraticImpact, solve
+from mfg.price_formation.exact import LQSolution, lq_price
 from mfg.results import BoundaryMassWarning
 
 RHO, H = 0.02, 0.04

@@ -82,9 +82,22 @@ from mfg.lp_exit.discretisation import LPDiscretisation, discretise, window_step
 from mfg.lp_exit.inputs import MarketInputs
 from mfg.lp_exit.market import ImpactParams, impact_params
 from mfg.lp_exit.params import Grid, LPExitModel, Scenario
+from mfg.resources import check_memory
 
-from .kernels import (ACTIVE, GIVEN, MATURED, PENDING, SOLD, Constants, Layout, Paths, Snapshots, StepTables, Work,
-                      run_steps)
+from .kernels import (
+    ACTIVE,
+    GIVEN,
+    MATURED,
+    PENDING,
+    SOLD,
+    Constants,
+    Layout,
+    Paths,
+    Snapshots,
+    StepTables,
+    Work,
+    run_steps,
+)
 from .policies import BoundPolicy, DecisionContext, MarketContext, as_policy
 from .result import BLOCK_SIZE, STATUS_NAMES, MarketSimulation
 
@@ -286,7 +299,7 @@ def _market_step(model: LPExitModel, dt, grid, res) -> float:
 
 
 def _events(events, names, model, dt, t, n_pop):
-    """The events' ``(Kbar, pbar, sigma)`` factors, liquidity shifts ``(n_pop, n_t)`` and capital cuts ``(n_t + 1,)``."""
+    """The events' ``(Kbar, pbar, sigma)`` factors, liquidity shifts ``(n_pop, n_t)``, capital cuts ``(n_t + 1,)``."""
     n_t = t.size
     shift = np.zeros((n_pop, n_t))
     cut = np.zeros(n_t + 1)
@@ -417,8 +430,30 @@ class MarketState:
                       self.work, Paths(**self.out), Snapshots(self.snap_index, self.snap_L, self.snap_status))
 
     def run(self, n0: int, n1: int) -> None:
-        """Steps ``n0..n1-1`` of every replication (a callable policy's ``q_given`` filled by the caller)."""
+        """Steps ``n0..n1-1`` of every replication (a callable policy's ``q_given`` filled by the caller).
+
+        Raises ``FloatingPointError`` naming the first step whose price is not positive and
+        finite or whose mean liquidity is not finite, and the inputs most likely responsible.
+        """
         run_steps(n0, n1, self.su.n_steps, self.L, self.status, self.gens, self.q_given, *self._args)
+        self._check(n0, n1)
+
+    def _check(self, n0: int, n1: int) -> None:
+        o, su = self.out, self.su
+        P = o["price"][:, n0:n1]
+        active = o["active_count"][:, :, n0:n1].sum(axis=1) > 0
+        bad = ~(np.isfinite(P) & (P > 0.0)) | (active & ~np.isfinite(o["mean_liquidity"][:, n0:n1]))
+        if not bad.any():
+            return
+        r, j = np.argwhere(bad)[0]
+        n = n0 + int(j)
+        mk = su.model.market
+        raise FloatingPointError(
+            f"the finite-N market broke down at step {n} (t={su.t[n]:.6g}, replication {r}): price "
+            f"{P[r, j]:.3g}, mean liquidity {o['mean_liquidity'][r, n]:.3g}, "
+            f"buyer capital {o['buyer_capital'][r, n]:.3g}; "
+            f"inputs most likely responsible: market.beta={mk.beta:g}, market.S0={mk.S0:g}, market.K0={mk.K0:g}, "
+            "the populations' alpha (mark-to-market feedback of a collapsing price), lbar and sigma")
 
 
 def _snapshots(snapshot_times, su: MarketSetup, R: int):
@@ -471,6 +506,11 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
     n_reps = _check_int(n_reps, "n_reps", 1)
     su = prepare(model, policy, n_agents, seed, dt=dt, inputs=inputs, events=events, block_size=block_size,
                  transition=transition)
+    n_snap = 0 if snapshot_times is None else np.atleast_1d(snapshot_times).size
+    check_memory(8.0 * n_reps * su.n_agents * (2.2 + (1 if su.policy.kind == GIVEN else 0) + 1.2 * n_snap),
+                 f"a finite-N market of {n_reps} x {su.n_agents} LPs"
+                 + (f" with {n_snap} snapshots" if n_snap else ""),
+                 "fewer agents, replications or snapshots per call (run replications in batches)")
     steps, snaps = _snapshots(snapshot_times, su, n_reps)
     ms = MarketState(su, n_reps, snaps)
     old_threads = numba.get_num_threads()

@@ -50,8 +50,19 @@ if multiprocessing.get_start_method(allow_none=True) != _start_method:
 
 from mfg.lp_exit.market import market_step  # noqa: E402
 
-from .engine import (ACTIVE, BLOCK_SIZE, MATURED, PENDING, SOLD, STATUS_NAMES, block_generators,  # noqa: E402
-                     callable_q, initial_price, prepare, replication_seed)
+from .engine import (  # noqa: E402
+    ACTIVE,
+    BLOCK_SIZE,
+    MATURED,
+    PENDING,
+    SOLD,
+    STATUS_NAMES,
+    block_generators,
+    callable_q,
+    initial_price,
+    prepare,
+    replication_seed,
+)
 from .policies import GIVEN  # noqa: E402
 
 __all__ = ["LPAgent", "LPMarketModel"]

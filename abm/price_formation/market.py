@@ -86,7 +86,7 @@ from mfg.price_formation import (
 from mfg.results import BoundaryMassWarning
 from mfg.semi_lagrangian import minimise_at, slope_range
 
-from .sampling import DEFAULT_CELLS, p1_density, as_generator
+from .sampling import DEFAULT_CELLS, as_generator, p1_density
 
 __all__ = [
     "PARALLEL_MIN_TRADERS",

@@ -156,7 +156,8 @@ def anticipated_path(model, grid, options, events, lead: float = LEAD):
     state = seg1.state_at(n_s - n_a)
     for e in events:
         state, _ = apply_shock(state, e, model, grid)
-    inputs2 = MarketInputs(Kbar=inputs.Kbar[n_s - n_a:], pbar=inputs.pbar[n_s - n_a:], sigma=inputs.sigma[:, n_s - n_a:])
+    inputs2 = MarketInputs(Kbar=inputs.Kbar[n_s - n_a:], pbar=inputs.pbar[n_s - n_a:],
+                           sigma=inputs.sigma[:, n_s - n_a:])
     seg2 = _quiet(solve, model, grid, options, initial=state, inputs=inputs2,
                   guess=(seg1.price[n_s - n_a:], seg1.mean_liquidity[n_s - n_a:]))
     price = np.concatenate([calm.price[:n_a], seg1.price[:n_s - n_a], seg2.price])
@@ -367,6 +368,10 @@ def run(out: Path, *, quick: bool = False) -> ExperimentReport:
                                   "preemption_volume_ratio")}
     pfmt.update({"time_to_trough_months": "{:.1f}", "lead_years": "{:g}"})
     grid_txt = "quick grid (121 nodes, monthly steps)" if quick else "shipped grids (221 nodes, half-monthly steps)"
+    tips_txt = ', '.join(f'{k}: {v:g}' for k, v in first_tip.items())
+    anticipated = pre[pre.variant == "anticipated"]
+    pre_volume_txt = ', '.join(f"{r.preemption_volume_ratio:.2f}x" for r in anticipated.itertuples())
+    pre_amp_txt = ', '.join(f"{r.preemption_amplification:.3f}" for r in anticipated.itertuples())
     summary = f"""# Fire-sale amplification: equilibrium vs the no-feedback (DCF) baseline
 
 Scenarios {', '.join(f'`{n}`' for n in SCENARIOS)} on the {grid_txt}; {facts['seconds']:.1f} s.
@@ -386,12 +391,12 @@ Price impact alone dampens: LPs who see the price hold out, DCF sellers sell int
   {', '.join(facts['calm_runs']) or 'none'}.
 * Against the DCF baseline (log-impact ratio > 1) only past a tipping point of α, where the spiral
   empties the market (price towards 0); smallest α scale with ratio > 1 per scenario/channel:
-  {', '.join(f'{k}: {v:g}' for k, v in first_tip.items())} (nan: none up to {max(ALPHA_SCALES):g}); every α = 0 row is below 1
+  {tips_txt} (nan: none up to {max(ALPHA_SCALES):g}); every α = 0 row is below 1
   (largest log-impact ratio {facts['max_ratio_alpha0']:.3f}).
 * Pre-emption: the shock's known paths (buyer-capital drought; valuations for rates_2022) announced
-  {LEAD:g} y early: LPs sell {', '.join(f"{r.preemption_volume_ratio:.2f}x" for r in pre[pre.variant == "anticipated"].itertuples())}
-  the calm volume in the half year before the shock ({', '.join(pre[pre.variant == "anticipated"].scenario)}), but the
-  trough moves by a factor of only {', '.join(f"{r.preemption_amplification:.3f}" for r in pre[pre.variant == "anticipated"].itertuples())}:
+  {LEAD:g} y early: LPs sell {pre_volume_txt}
+  the calm volume in the half year before the shock ({', '.join(anticipated.scenario)}), but the
+  trough moves by a factor of only {pre_amp_txt}:
   pre-emption exists but is weak here (a sale takes time, a_max, and the announced fall is temporary).
 
 ## Amplification table

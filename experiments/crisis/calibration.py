@@ -43,9 +43,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,7 +65,8 @@ SP500_FALL_2008 = 0.568  # 9 Oct 2007 -> 9 Mar 2009
 SP500_FALL_2020 = 0.339  # 19 Feb 2020 -> 23 Mar 2020
 PROXY_RATIO = SP500_FALL_2020 / SP500_FALL_2008
 
-#: Start of the quick run: the full run's optimum (2026-11-22), rounded; the full run starts from crisis_2008.toml's values.
+#: Start of the quick run: the full run's optimum (2026-11-22), rounded; the full run starts from
+#: crisis_2008.toml's values.
 WARM_START = {"shock_scale": 2.22, "beta": 0.177, "Kbar": 0.2, "theta_K": 1.22, "capital_cut": 0.166}
 
 
@@ -409,7 +410,8 @@ def withdrawn_supply(fit: Fit) -> pd.DataFrame:
              "liquidity part only (no capital cut, Kbar_factor 1)": Scenario(
                  model=sc.model, grid=sc.grid, solver=sc.solver,
                  events=tuple(e.model_copy(update={"capital_cut": 0.0, "Kbar_factor": 1.0}) for e in sc.events)),
-             f"buyer-side crash only (capital cut {BUYER_CRASH[0]:g}, Kbar_factor {BUYER_CRASH[1]:g}, no shifts)": Scenario(
+             f"buyer-side crash only (capital cut {BUYER_CRASH[0]:g}, Kbar_factor {BUYER_CRASH[1]:g}, "
+             "no shifts)": Scenario(
                  model=sc.model, grid=sc.grid, solver=sc.solver,
                  events=tuple(e.model_copy(update={"liquidity_shift": 0.0,
                                                    "capital_cut": BUYER_CRASH[0] if e.capital_cut > 0 else 0.0,
@@ -510,7 +512,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
     covid = load_scenario(SCENARIO_DIR / "covid_2020.toml")
     # the fitted shocks push endowments' liquidity down by up to 2.5: widen the grid below, same dL
     dL = crisis.grid.dL * (2 if quick else 1)
-    g = crisis.grid.model_copy(update={"L_min": GRID_L_MIN, "n_L": int(round((crisis.grid.L_max - GRID_L_MIN) / dL)) + 1})
+    g = crisis.grid.model_copy(update={"L_min": GRID_L_MIN,
+                                       "n_L": int(round((crisis.grid.L_max - GRID_L_MIN) / dL)) + 1})
     sc = crisis.model_copy(update={"grid": g})
     if quick:
         start, nfev = dict(WARM_START), 8
@@ -533,22 +536,27 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
     rec = recovery_stats(fit.result, shock)
     rmse_fit = float(np.sqrt(np.mean(frame[frame.kind == "price"].residual ** 2)))
     rmse_cov = float(np.sqrt(np.mean(cov_frame.error ** 2)))
-    facts = {"params": fit.values, "se": fit.se, "at_bound": fit.at_bound, "interval68": fit.interval, "chi2": fit.chi2, "dof": fit.dof,
+    facts = {"params": fit.values, "se": fit.se, "at_bound": fit.at_bound, "interval68": fit.interval,
+             "chi2": fit.chi2, "dof": fit.dof,
              "nfev": fit.nfev, "status": fit.status, "price_rmse_pts": rmse_fit,
              "residuals": dict(zip(frame.period, frame.residual)),
              "covid_errors": dict(zip(cov_frame.period, cov_frame.error)), "covid_rmse_pts": rmse_cov,
              "covid_model": dict(zip(cov_frame.period, cov_frame.model)), "proxy_ratio": PROXY_RATIO,
              "withdrawn_supply": {r.case: r.change_2009_vs_2008_pct for r in supply.itertuples()},
              "selection": selection.to_dict("records"),
-             "joint": None if joint is None else {"params": joint.values, "at_bound": joint.at_bound, "chi2": joint.chi2,
-                                                  "dof": joint.dof, "residuals": dict(zip(fit_frame(joint).period,
-                                                                                          fit_frame(joint).residual))}, "collapsed": bool(fit.result.collapsed),
-             "recovery": rec, "corr": fit.corr.tolist(), "quick": quick, "grid": f"{sc.grid.n_L} x 1/{round(1 / sc.grid.dt)}"}
+             "joint": None if joint is None else {"params": joint.values, "at_bound": joint.at_bound,
+                                                  "chi2": joint.chi2, "dof": joint.dof,
+                                                  "residuals": dict(zip(fit_frame(joint).period,
+                                                                        fit_frame(joint).residual))},
+             "collapsed": bool(fit.result.collapsed),
+             "recovery": rec, "corr": fit.corr.tolist(), "quick": quick,
+             "grid": f"{sc.grid.n_L} x 1/{round(1 / sc.grid.dt)}"}
     fig = _figure(fit, cov_frame, cov_res, supply)
     facts["seconds"] = time.perf_counter() - t_start
     names = [p.name for p in fit.params]
     lines = ["# Calibration against docs/model.md 2.10: 2008-10 fit, COVID hold-out", "",
-             f"Scenario crisis_2008.toml on {facts['grid']} (n_L x dt); model half-year means of the price P against the "
+             f"Scenario crisis_2008.toml on {facts['grid']} (n_L x dt); model half-year means of the price P "
+             "against the "
              "half-year data points; weighted least squares (scipy least_squares, TRF, 2-point Jacobian) in log/logit "
              f"coordinates from {'the stored warm start' if quick else 'the scenario file values'}; "
              f"{fit.nfev} evaluations ({fit.message}); chi2 = {fit.chi2:.2f} on {fit.dof} dof.", "",
@@ -556,7 +564,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
     for r in frame.itertuples():
         lines.append(f"| {r.period} | {r.data:g} | {r.model:.2f} | {r.residual:+.2f} | {r.sigma:g} |")
     lines += ["", "Parameters (se: Jacobian-based covariance s²(JᵀJ)⁻¹, delta method; 68% interval from the fitted "
-              "coordinate):", "", "| parameter | start | fitted | se | 68% interval | bounds |", "|---|---|---|---|---|---|"]
+              "coordinate):", "", "| parameter | start | fitted | se | 68% interval | bounds |",
+              "|---|---|---|---|---|---|"]
     for r in pars.itertuples():
         iv = "at a bound: not estimated" if r.at_bound else f"{r.lo68:.4g} to {r.hi68:.4g}"
         lines.append(f"| {r.parameter} | {r.start:.4g} | **{r.value:.4g}** | {r.se:.2g} | {iv} | "
@@ -568,7 +577,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
               f"{rec['t_trough']:.3f}; {100 * rec['closed_6m']:.0f}% of the gap closed 6 months after the trough, "
               f"{100 * rec['closed_12m']:.0f}% after 12; half closed after {rec['months_to_half']:.1f} months "
               "(public: about 60% within six months, half-life about 7 months).", "",
-              f"## COVID hold-out (not fitted): fitted 2008 shock x {PROXY_RATIO:.3f} (S&P 500 falls 33.9% / 56.8%)", "",
+              f"## COVID hold-out (not fitted): fitted 2008 shock x {PROXY_RATIO:.3f} "
+              "(S&P 500 falls 33.9% / 56.8%)", "",
               "| period | data | model | error |", "|---|---|---|---|"]
     for r in cov_frame.itertuples():
         lines.append(f"| {r.period} | {r.data:g} | {r.model:.2f} | {r.error:+.2f} |")
@@ -591,7 +601,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
         for p in joint.params:
             lines.append(f"| {p.name} | {joint.values[p.name]:.4g} | {'yes' if joint.at_bound[p.name] else 'no'} |")
     lines += ["", "## Equilibrium selection (two branches after the shock)", "",
-              "crisis_2008.toml as shipped, liquidity shifts scaled: lowest price and H1 2009 mean on the branch continued from the "
+              "crisis_2008.toml as shipped, liquidity shifts scaled: lowest price and H1 2009 mean on the branch "
+              "continued from the "
               "calm path (used in the fit) and from solve_scenario's fixed point started at the pre-shock path "
               f"(a lowest price below {COLLAPSE_PRICE:g}: the market-freeze branch).", "",
               "| shock_scale | continued: min price | continued: H1 2009 | direct: min price | direct: H1 2009 |",
@@ -605,5 +616,6 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
                               {"fit": frame, "parameters": pars, "covid_holdout": covid_table,
                                "withdrawn_supply": supply, "selection": selection,
                                **({} if joint is None else {"fit_with_volume": fit_frame(joint),
-                                                            "parameters_with_volume": joint.param_frame()})}, {"calibration": fig})
+                                                            "parameters_with_volume": joint.param_frame()})},
+                              {"calibration": fig})
     return write_report(report, Path(out))

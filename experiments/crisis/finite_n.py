@@ -178,10 +178,12 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
              "(events included), two-point transition (the solver's step). z = (mean of the R markets − MFG)/SE per "
              "step; 'within error bars': every |z| of price and mean liquidity below the Bonferroni bound "
              "(family-wise 5%, Student t with R − 1 dof).", "",
-             "| scenario | grid (n_L x dt) | steps | within error bars | max abs z (bound) | rms z | max price gap | worst at t | "
+             "| scenario | grid (n_L x dt) | steps | within error bars | max abs z (bound) | rms z | max price gap | "
+             "worst at t | "
              "MFG trough | N-market trough | mean price SE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['scenario']} | {r['grid']} | {r['steps']} | {'yes' if r['within_error_bars'] else '**no**'} | "
+        lines.append(f"| {r['scenario']} | {r['grid']} | {r['steps']} | "
+                     f"{'yes' if r['within_error_bars'] else '**no**'} | "
                      f"{r['max_abs_z']:.2f} ({r['bound']:.2f}) | {r['rms_z']:.2f} | {r['max_price_gap']:.2e} | "
                      f"{r['worst_t']:.3f} | {r['trough_mfg']:.4f} | {r['trough_N']:.4f} | {r['price_se_mean']:.1e} |")
     if not quick:

@@ -210,7 +210,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
                      + f" | {100 * g.volume.sum():.2f} |")
     lines += ["", "Who waits: per type, mean liquidity of active LPs, mean exit threshold, mass below it, and the "
               "value of waiting V - G (NAV, mean over active LPs) with the share of mass for which it is > 0:", "",
-              "| type | when | mean L | threshold | mass below | V - G | mass with V > G |", "|---|---|---|---|---|---|---|"]
+              "| type | when | mean L | threshold | mass below | V - G | mass with V > G |",
+              "|---|---|---|---|---|---|---|"]
     for ty in types:
         for lab, src in (("year before", pre), ("trough", at_tr), ("recovery", rec)):
             r = src.loc[ty]

@@ -82,7 +82,10 @@ def fit_exponentials(tau, x) -> dict:
     rss2 = min(rss2, rss1)
     F = ((rss1 - rss2) / 2.0) / (rss2 / (n - 4)) if rss2 > 0 else math.inf
     pval = float(stats.f.sf(F, 2, n - 4)) if math.isfinite(F) else 0.0
-    aic = lambda rss, p: n * math.log(max(rss, 1e-300) / n) + 2 * p
+
+    def aic(rss, p):
+        return n * math.log(max(rss, 1e-300) / n) + 2 * p
+
     return {"n": n, "A": float(p1[0]), "k": float(p1[1]), "rss_one": rss1,
             "A1": float(p2[0]), "k1": float(p2[1]), "A2": float(p2[2]), "k2": float(p2[3]), "rss_two": rss2,
             "F": float(F), "p_value": pval, "delta_aic": aic(rss2, 4) - aic(rss1, 2),

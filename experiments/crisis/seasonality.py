@@ -176,7 +176,8 @@ def quarter_diagnostics(res, lp_type: str = "pension", years: tuple[int, int] | 
         v = float(g.volume.sum())
         rows.append({"quarter": f"Q{q}", "share_of_sales": v / tot,
                      f"{lp_type}_share": float(g[f"vol_{lp_type}"].sum()) / v if v > 0 else math.nan,
-                     f"{lp_type}_mean_L": float(g.mean_L.mean()), f"{lp_type}_threshold": float(np.nanmean(g.threshold)),
+                     f"{lp_type}_mean_L": float(g.mean_L.mean()),
+                     f"{lp_type}_threshold": float(np.nanmean(g.threshold)),
                      f"{lp_type}_mass_below": float(g.below.mean()), "price": float(g.price.mean())})
     return pd.DataFrame(rows)
 
@@ -239,7 +240,7 @@ def _figure(table: pd.DataFrame, calm: pd.DataFrame, diag_on: pd.DataFrame, diag
     a.legend(fontsize=8)
     a = ax[0, 1]
     x = np.arange(4)
-    for j, (_, r) in enumerate(table.iterrows()):
+    for _, r in table.iterrows():
         a.plot(x + 1, [100 * r.Q1, 100 * r.Q2, 100 * r.Q3, 100 * r.Q4], "o-", label=f"amplitude {r.amplitude:g}")
     a.axhline(25, color="k", lw=0.6)
     a.set_xticks(x + 1, ["Q1", "Q2", "Q3", "Q4"])
@@ -287,7 +288,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
         calm_amps = AMPLITUDES
     table, results = sweep(amps, **kw)
     fast, _ = sweep(FAST_AMPLITUDES[:1] if quick else FAST_AMPLITUDES,
-                    market=f"stationary (life {kw['life']:g}), pension kappa {FAST_KAPPA:g}", pension_kappa=FAST_KAPPA, **kw)
+                    market=f"stationary (life {kw['life']:g}), pension kappa {FAST_KAPPA:g}", pension_kappa=FAST_KAPPA,
+                    **kw)
     if not quick:  # the same with funds of life 6: fewer sales, the regime where the seasonality shows
         kw6 = dict(life=6.0, span=3, lead_out=2, n_L=121)
         fast6, _ = sweep(FAST_AMPLITUDES, market=f"stationary (life 6), pension kappa {FAST_KAPPA:g}",
@@ -352,7 +354,8 @@ def run(out, *, quick: bool = False) -> ExperimentReport:
         lines.append(f"| {r.amplitude:g} | {r.quarter} | {pct(r.share_of_sales)} | {pct(r.pension_share)} | "
                      f"{r.pension_mean_L:.3f} | {r.pension_threshold:.3f} | {pct(r.pension_mass_below)} | "
                      f"{r.price:.4f} |")
-    lines += ["", f"Public (docs/model.md 2.10): H2 share 55-65%. Swept amplitudes with the detrended stationary H2 share "
+    lines += ["", "Public (docs/model.md 2.10): H2 share 55-65%. Swept amplitudes with the detrended stationary "
+              "H2 share "
               f"in that band: {', '.join(f'{a:g}' for a in hit.amplitude) or 'none'}; the highest is "
               f"{pct(best.h2_detrended)} (amplitude {best.amplitude:g}).",
               f"Run time {facts['seconds']:.1f} s{' (quick)' if quick else ''}."]

@@ -172,7 +172,10 @@ def run(out: Path, *, quick: bool = False) -> ExperimentReport:
             for c in ("price_peak_pct", "price_cum_pct_years", "exit_peak_pct_per_year", "exit_cum_pct")}
     a2_x = cross[cross.variant == "alpha x2"]
     a3_x = cross[cross.variant == "alpha x3"]
-    rng = lambda d: f"{d.exit_cum_pct.min():+.2f} to {d.exit_cum_pct.max():+.2f}%"
+
+    def rng(d):
+        return f"{d.exit_cum_pct.min():+.2f} to {d.exit_cum_pct.max():+.2f}%"
+
     grid_txt = "quick grid (121 nodes, monthly steps)" if quick else "shipped grid (221 nodes, half-monthly steps)"
     summary = f"""# Cross-vintage spillover
 

@@ -24,22 +24,9 @@ import numpy as np
 from ..semi_lagrangian import deposit_at
 from .inputs import LPState, MarketInputs
 from .kernels import Mesh, PopulationData, StepCoefficients
-from .params import Grid, LPExitModel
+from .params import Grid, LPExitModel, window_steps
 
 __all__ = ["LPDiscretisation", "discretise", "window_steps", "initial_masses"]
-
-
-def window_steps(model: LPExitModel, dt: float) -> int:
-    """Number of steps ``N`` of the window ``[start, end]`` at step ``dt`` (refused unless whole)."""
-    span = (model.end - model.start) / dt
-    n = round(span)
-    if n < 1 or abs(span - n) > 1e-9 * max(1.0, span):
-        raise ValueError(f"dt={dt!r} does not divide the window [{model.start}, {model.end}] into whole steps "
-                         f"({span:.6g})")
-    if dt > model.market.tau_s:
-        raise ValueError(f"dt={dt!r} exceeds market.tau_s={model.market.tau_s!r}: the sell-pressure update "
-                         "Ŝ += (dt/tau_s)(S - Ŝ) would overshoot")
-    return n
 
 
 def initial_masses(mean: float, std: float, x: np.ndarray, lower: float, dx: float) -> np.ndarray:

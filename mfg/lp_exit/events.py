@@ -35,13 +35,12 @@ from typing import Annotated, Iterable, Sequence
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from .ranges import Level, Year, bounded
+
 __all__ = ["ShockEvent", "ShockSchedule", "sort_events", "check_events"]
 
 _CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-NonNeg = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
 def _names(v: tuple[str, ...]) -> tuple[str, ...]:
@@ -66,16 +65,16 @@ class ShockEvent(BaseModel):
 
     model_config = _CONFIG
 
-    time: Finite
+    time: Year
     name: str = ""
     description: str = ""
     populations: Annotated[tuple[str, ...], AfterValidator(_names)] = ()
-    liquidity_shift: Finite = 0.0
+    liquidity_shift: Level = 0.0
     capital_cut: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.0
-    Kbar_factor: Positive = 1.0
-    pbar_factor: Positive = 1.0
-    sigma_factor: NonNeg = 1.0
-    duration: NonNeg = 0.0
+    Kbar_factor: bounded(0.0, 1e3, lo_open=True) = 1.0
+    pbar_factor: bounded(0.0, 1e3, lo_open=True) = 1.0
+    sigma_factor: bounded(0.0, 1e3) = 1.0
+    duration: bounded(0.0, 1e3) = 0.0
 
     @model_validator(mode="after")
     def _period(self):
@@ -118,7 +117,7 @@ def check_events(events: Sequence[ShockEvent], populations: Sequence[str], start
     with ``dt``, a step ``start + n dt`` to within ``1e-9 dt``.  Returns them sorted."""
     evs = sort_events(events)
     known = set(populations)
-    for i, e in enumerate(evs):
+    for e in evs:
         unknown = [p for p in e.populations if p not in known]
         if unknown:
             raise ValueError(f"events[{e.label}].populations: unknown population(s) {unknown}; "

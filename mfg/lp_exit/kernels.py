@@ -90,8 +90,8 @@ def _logistic(x):
 
 @njit(cache=True, inline="always")
 def _interp_s(values, s, last):
-    """P1 interpolant at the grid coordinate ``s = (y - lower)/dx`` (constant outside)."""
-    if s <= 0.0:
+    """P1 interpolant at the grid coordinate ``s = (y - lower)/dx`` (constant outside; NaN: the first node)."""
+    if not s > 0.0:
         return values[0]
     if s >= last:
         return values[last]
@@ -103,7 +103,7 @@ def _interp_s(values, s, last):
 @njit(cache=True, inline="always")
 def _deposit_s(out, s, last, mass):
     """Adjoint of :func:`_interp_s`: ``mass`` at grid coordinate ``s`` split by the P1 weights."""
-    if s <= 0.0:
+    if not s > 0.0:
         out[0] += mass
     elif s >= last:
         out[last] += mass
@@ -115,17 +115,26 @@ def _deposit_s(out, s, last, mass):
 
 
 @njit(cache=True, inline="always")
-def _interior(rate, sp0, sm0, last, n):
-    """Node range ``[i_in, i_out)`` whose feet ``i rate + s0±`` lie in ``(0, last)`` with a one-node margin."""
-    if rate <= 0.0:
+def interior_range(rate, sp0, sm0, last, n):
+    """Node range ``[i_in, i_out)``, ``0 <= i_in <= i_out <= n``, whose feet ``i rate + s0±`` lie in
+    ``(0, last)`` with a one-node margin; ``(0, 0)`` when no node qualifies (every node is then
+    handled by the clamped loops).
+
+    Both bounds are computed in floating point and compared with ``n`` before any conversion
+    to an integer, so that feet far outside the grid (a strong drift: every foot below the
+    grid, say) or non-finite coordinates give an empty range, never an index past ``n``.
+    """
+    if not rate > 0.0:
         return 0, 0
     lo = (1.0 - min(sp0, sm0)) / rate + 1.0
     hi = (last - 1.0 - max(sp0, sm0)) / rate - 1.0
-    i_in = max(0, int(math.ceil(lo))) if lo > 0.0 else 0
-    if hi < 0.0:
+    if not (lo < n and hi >= 0.0 and hi >= lo - 1.0):  # also False for NaN
         return 0, 0
-    i_out = min(n, int(math.floor(hi)) + 1)
-    return i_in, max(i_in, i_out)
+    i_in = int(math.ceil(lo)) if lo > 0.0 else 0
+    i_out = min(n, int(math.floor(min(hi, float(n)))) + 1)
+    if i_out <= i_in:
+        return 0, 0
+    return i_in, i_out
 
 
 @njit(cache=True, inline="always")
@@ -283,7 +292,7 @@ def sl_backward(pop, coef, rule, mesh, V, q, thr):
         cur, nxt = row_pair(V, t, full)
         # nodes whose two feet lie strictly inside the grid (with a margin of one node
         # against rounding) need no clamping: the middle loop has no branch
-        i_in, i_out = _interior(rate, sp0, sm0, last, n)
+        i_in, i_out = interior_range(rate, sp0, sm0, last, n)
         for i in range(i_in):
             fi = i * rate
             crow[i] = running[i] + half_disc * (_interp_s(nxt, fi + sp0, last) + _interp_s(nxt, fi + sm0, last))
@@ -355,7 +364,7 @@ def sl_forward(m0, pop, coef, q, mesh, m, exited, moments):
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
-        i_in, i_out = _interior(rate, sp0, sm0, last, n)
+        i_in, i_out = interior_range(rate, sp0, sm0, last, n)
         for i in range(n):
             mass = cur[i]
             if want:

@@ -39,6 +39,7 @@ import tomli_w
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .events import ShockEvent, check_events, sort_events
+from .ranges import AnnualRate, Capital, Level, Rate, Span, Volatility, Year, bounded
 
 __all__ = [
     "Seasonal",
@@ -49,6 +50,7 @@ __all__ = [
     "SolverOptions",
     "Scenario",
     "load_scenario",
+    "window_steps",
     "COVER_SDS",
 ]
 
@@ -57,9 +59,6 @@ COVER_SDS = 5.0
 
 _CONFIG = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-NonNeg = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
 def _nonblank(s: str) -> str:
@@ -84,7 +83,7 @@ class Seasonal(BaseModel):
 
     model_config = _CONFIG
 
-    amplitude: Finite
+    amplitude: Level
     start: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.75
     end: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
 
@@ -107,23 +106,23 @@ class Population(BaseModel):
 
     name: Name
     lp_type: Name = "other"  # pension, endowment, sovereign, ... (a label)
-    vintage: Finite  # fund start, calendar years
-    life: Positive  # fund life T_k, years
-    weight: NonNeg  # share of market NAV (normalised over populations)
-    kappa: NonNeg  # mean reversion of L, 1/yr
-    lbar: Finite  # long-run liquidity level
-    sigma: NonNeg  # liquidity volatility, units/sqrt(yr)
-    lam: NonNeg = 0.0  # herding towards the mean field M, 1/yr
-    alpha: NonNeg = 0.0  # mark-to-market feedback, units/yr per unit log-price
-    eta: NonNeg  # holding-cost rate below ell, NAV/yr per liquidity unit
-    ell: Finite  # liquidity level below which holding costs accrue
-    y: Finite  # distribution yield, 1/yr
-    r: Finite  # discount rate, 1/yr
-    g: Finite  # NAV growth, 1/yr
-    phi: NonNeg = 0.0  # transaction cost of a sale, fraction of NAV
-    a_max: NonNeg  # rate at which a sale attempt succeeds, 1/yr (0: no exits)
-    initial_mean: Finite  # mean of the Gaussian initial law of L
-    initial_std: NonNeg  # its standard deviation (0: a point mass)
+    vintage: Year  # fund start, calendar years
+    life: Span  # fund life T_k, years
+    weight: bounded(0.0, 1e12)  # share of market NAV (normalised over populations)
+    kappa: Rate  # mean reversion of L, 1/yr
+    lbar: Level  # long-run liquidity level
+    sigma: Volatility  # liquidity volatility, units/sqrt(yr)
+    lam: Rate = 0.0  # herding towards the mean field M, 1/yr
+    alpha: Rate = 0.0  # mark-to-market feedback, units/yr per unit log-price
+    eta: Rate  # holding-cost rate below ell, NAV/yr per liquidity unit
+    ell: Level  # liquidity level below which holding costs accrue
+    y: AnnualRate  # distribution yield, 1/yr
+    r: AnnualRate  # discount rate, 1/yr
+    g: AnnualRate  # NAV growth, 1/yr
+    phi: bounded(0.0, 1.0) = 0.0  # transaction cost of a sale, fraction of NAV
+    a_max: bounded(0.0, 1e4)  # rate at which a sale attempt succeeds, 1/yr (0: no exits)
+    initial_mean: Level  # mean of the Gaussian initial law of L
+    initial_std: Volatility  # its standard deviation (0: a point mass)
     seasonal: Seasonal | None = None
 
     @property
@@ -151,15 +150,15 @@ class Market(BaseModel):
 
     model_config = _CONFIG
 
-    pbar: Positive
-    beta: NonNeg
-    tau_s: Positive
-    K0: Positive
-    Kbar: Positive
-    theta_K: NonNeg
-    S0: NonNeg = 0.0
+    pbar: bounded(0.0, 10.0, lo_open=True)
+    beta: bounded(0.0, 1e3)
+    tau_s: Span
+    K0: Capital
+    Kbar: Capital
+    theta_K: Rate
+    S0: bounded(0.0, 1e3) = 0.0
     a_tail: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.0
-    tau_tail: Positive = 1.0
+    tau_tail: Span = 1.0
 
     def remaining_life_factor(self, tau) -> np.ndarray:
         """``A(tau)`` for remaining life ``tau >= 0`` (years)."""
@@ -174,8 +173,8 @@ class LPExitModel(BaseModel):
 
     populations: tuple[Population, ...]
     market: Market
-    start: Finite
-    end: Finite
+    start: Year
+    end: Year
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -205,15 +204,32 @@ class LPExitModel(BaseModel):
         return w / w.sum()
 
 
+def window_steps(model: LPExitModel, dt: float) -> int:
+    """Number of steps ``N`` of the window ``[start, end]`` at step ``dt`` (refused unless whole)."""
+    span = (model.end - model.start) / dt
+    n = round(span)
+    if n < 1 or abs(span - n) > 1e-9 * max(1.0, span):
+        raise ValueError(f"dt={dt!r} does not divide the window [{model.start}, {model.end}] into whole steps "
+                         f"({span:.6g})")
+    mk = model.market
+    if dt > mk.tau_s:
+        raise ValueError(f"dt={dt!r} exceeds market.tau_s={mk.tau_s!r}: the sell-pressure update "
+                         "Ŝ += (dt/tau_s)(S - Ŝ) would overshoot")
+    if mk.theta_K * dt > 1.0:
+        raise ValueError(f"market.theta_K={mk.theta_K!r} with dt={dt!r}: theta_K * dt = {mk.theta_K * dt:.3g} > 1, "
+                         "the refill of buyer capital would overshoot its target (docs/model.md 2.4)")
+    return n
+
+
 class Grid(BaseModel):
     """Uniform liquidity grid ``[L_min, L_max]`` with ``n_L`` nodes and time step ``dt`` (years)."""
 
     model_config = _CONFIG
 
-    L_min: Finite
-    L_max: Finite
-    n_L: Annotated[int, Field(ge=3)]
-    dt: Positive
+    L_min: bounded(-1e4, 1e4)
+    L_max: bounded(-1e4, 1e4)
+    n_L: Annotated[int, Field(ge=3, le=10**7)]
+    dt: bounded(1e-6, 10.0)
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -226,8 +242,18 @@ class Grid(BaseModel):
         return (self.L_max - self.L_min) / (self.n_L - 1)
 
     def check_covers(self, model: LPExitModel) -> None:
-        """Refuse a grid that does not hold ``initial_mean ± COVER_SDS * initial_std`` of every population."""
+        """Refuse a grid that does not hold ``initial_mean ± COVER_SDS * initial_std`` of every population,
+        or the drift's target ``lbar + s(t)`` of one (its mass would pile on an end node)."""
         for p in model.populations:
+            amp = 0.0 if p.seasonal is None else p.seasonal.amplitude
+            for target in (p.lbar, p.lbar + amp):
+                if not self.L_min <= target <= self.L_max:
+                    seasonal = f" with seasonal amplitude {amp:g}" if target != p.lbar else ""
+                    raise ValueError(
+                        f"populations[{p.name}].lbar={p.lbar:g}{seasonal} puts the drift's target at {target:.6g}, "
+                        f"outside the grid [L_min, L_max] = [{self.L_min:g}, {self.L_max:g}]: the population's mass "
+                        "would pile on an end node; widen the grid or move lbar"
+                    )
             lo = p.initial_mean - COVER_SDS * p.initial_std
             hi = p.initial_mean + COVER_SDS * p.initial_std
             if lo < self.L_min:
@@ -274,10 +300,10 @@ class SolverOptions(BaseModel):
 
     model_config = _CONFIG
 
-    temperature: NonNeg = 1e-3
+    temperature: bounded(0.0, 10.0) = 1e-3
     damping: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
-    tol: Positive = 1e-8
-    max_iter: Annotated[int, Field(ge=1)] = 200
+    tol: bounded(1e-15, 1.0) = 1e-8
+    max_iter: Annotated[int, Field(ge=1, le=100_000)] = 200
     anderson: Annotated[int, Field(ge=0, le=50)] = 5
     precondition: bool = True
     workers: Annotated[int, Field(ge=1, le=256)] = 1
@@ -308,6 +334,7 @@ class Scenario(BaseModel):
     @model_validator(mode="after")
     def _covers(self):
         self.grid.check_covers(self.model)
+        window_steps(self.model, float(self.grid.dt))
         check_events(self.events, [p.name for p in self.model.populations], self.model.start, self.model.end,
                      float(self.grid.dt))
         return self

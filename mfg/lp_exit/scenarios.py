@@ -56,14 +56,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .events import ShockEvent, ShockSchedule, check_events
 from ..results import BoundaryMassWarning
+from ..semi_lagrangian import UniformGrid, deposit_p1
+from .events import ShockEvent, ShockSchedule, check_events
 from .inputs import LPState, MarketInputs
 from .market import impact_params, market_path
 from .params import Grid, LPExitModel, SolverOptions
 from .result import LPExitResult, SeriesResult
-from .solver import solve
-from ..semi_lagrangian import UniformGrid, deposit_p1
+from .solver import check_arguments, solve
 
 __all__ = [
     "ScenarioResult",
@@ -250,14 +250,8 @@ _STITCHED_KT = ("vintage_price", "flow", "active_mass", "exited_mass", "matured_
 _STITCHED_KTL = ("density", "exit_prob", "value")  # (n_pop, n_t, n_L)
 
 
-def _check(model, grid, options, events):
-    if not isinstance(model, LPExitModel):
-        raise TypeError(f"model must be an LPExitModel, got {type(model).__name__}")
-    if not isinstance(grid, Grid):
-        raise TypeError(f"grid must be a Grid, got {type(grid).__name__}")
-    options = SolverOptions() if options is None else options
-    if not isinstance(options, SolverOptions):
-        raise TypeError(f"options must be SolverOptions, got {type(options).__name__}")
+def _check(model, grid, options, events, method="sl"):
+    options = check_arguments(model, grid, options, method)
     evs = check_events(events, [p.name for p in model.populations], model.start, model.end, float(grid.dt))
     return options, evs
 
@@ -343,7 +337,7 @@ def solve_scenario(model: LPExitModel, grid: Grid, options: SolverOptions | None
     population.  Without events the result holds the single no-event solve.
     """
     t_start = time.perf_counter()
-    options, evs = _check(model, grid, options, events)
+    options, evs = _check(model, grid, options, events, method)
     segments, starts, pushed = _segments(model, model, grid, options, evs, method)
     return _stitch("equilibrium", model, grid, options, evs, segments, starts, pushed, t_start)
 
@@ -402,7 +396,7 @@ def solve_baseline(model: LPExitModel, grid: Grid, options: SolverOptions | None
     ``inputs`` of the result are the real (realised) ones.
     """
     t_start = time.perf_counter()
-    options, evs = _check(model, grid, options, events)
+    options, evs = _check(model, grid, options, events, method)
     if belief not in ("pbar", "no_shock"):
         raise ValueError(f"belief must be 'pbar' or 'no_shock', got {belief!r}")
     path = None

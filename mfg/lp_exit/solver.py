@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..resources import check_memory
 from ..results import BoundaryMassWarning, ConvergenceWarning, message_of, status_of
 from .discretisation import LPDiscretisation, discretise
 from .fd import fd_backward, fd_backward_sweep, fd_forward, fd_forward_sweep
@@ -52,9 +53,9 @@ from .market import impact_params, market_newton, market_path
 from .params import Grid, LPExitModel, SolverOptions
 from .result import LPExitResult
 
-__all__ = ["solve", "PathSweeps", "Evaluation", "exploitability", "bookkeeping", "SWEEPS", "SWEEP_KERNELS",
-           "EDGE_MASS_WARN", "LPExitResult", "LPState", "MarketInputs", "ConvergenceWarning",
-           "BoundaryMassWarning", "backward_sweep", "forward_sweep"]
+__all__ = ["solve", "check_arguments", "memory_needed", "PathSweeps", "Evaluation", "exploitability",
+           "bookkeeping", "SWEEPS", "SWEEP_KERNELS", "EDGE_MASS_WARN", "LPExitResult", "LPState", "MarketInputs",
+           "ConvergenceWarning", "BoundaryMassWarning", "backward_sweep", "forward_sweep"]
 
 #: Mass on an end node above which :func:`solve` warns that the grid is too narrow.
 EDGE_MASS_WARN = 1e-6
@@ -133,6 +134,7 @@ class PathSweeps:
         self.zeros_stats = np.zeros((3, n_t))
         self.rows: tuple | None = None  # (value, exit_prob, threshold, masses), each (n_pop, n_t, ...)
         self.rows_owner: Evaluation | None = None
+        self.last: Evaluation | None = None  # the latest evaluation (diagnostics)
         workers = min(int(options.workers), n_busy)
         self.pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
 
@@ -190,9 +192,32 @@ class PathSweeps:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0.0, num / den, M)
 
+    def _check_path(self, P: np.ndarray, M: np.ndarray) -> None:
+        """Refuse a path the kernels cannot take (``P <= 0`` or non-finite), naming the step and the market state."""
+        bad = ~(np.isfinite(P) & (P > 0.0))
+        if bad.any():
+            n = int(np.argmax(bad))
+            mk = self.disc.model.market
+            where = f"step {n} (t={self.disc.t[n]:.6g})"
+            last = self.last
+            state = ""
+            if last is not None:
+                S_, sh, _, K, _ = last.market
+                state = (f"; the map's last market there: sell pressure {sh[n]:.3g}, buyer capital {K[n]:.3g}, "
+                         f"beta * S_hat / K = {mk.beta * sh[n] / max(K[n], self.market_params.K_floor):.3g}")
+            raise FloatingPointError(
+                f"the price path reached {P[n]:.3g} at {where}: the market has collapsed (docs/model.md 2.4b: "
+                f"the impact market can drive the price to 0){state}; inputs most likely responsible: "
+                f"market.beta={mk.beta:g}, market.S0={mk.S0:g}, market.K0={mk.K0:g}, market.Kbar={mk.Kbar:g}, "
+                f"market.pbar={mk.pbar:g} and the populations' alpha")
+        if not np.all(np.isfinite(M)):
+            n = int(np.argmax(~np.isfinite(M)))
+            raise FloatingPointError(f"the mean-field path is not finite at step {n} (t={self.disc.t[n]:.6g})")
+
     def evaluate(self, P: np.ndarray, M: np.ndarray, keep_rows: bool = False) -> Evaluation:
         """The map on ``(P, M)``; with ``keep_rows`` every row goes into the result's arrays."""
         disc = self.disc
+        self._check_path(P, M)
         s = time.perf_counter()
         coefs = disc.coefficients(P, M)
         if keep_rows:
@@ -207,8 +232,11 @@ class PathSweeps:
                           self.market_params, disc.S0, disc.K0)
         M_new = self._mean_field(outs, M)
         self.timings["market"] += time.perf_counter() - s
-        if not (np.isfinite(mkt[2]).all() and np.isfinite(M_new).all()):
-            raise FloatingPointError("the fixed point produced a non-finite price or mean-field path")
+        for name, v in (("price", mkt[2]), ("buyer capital", mkt[3]), ("mean-field", M_new)):
+            if not np.all(np.isfinite(v)):
+                n = int(np.argmax(~np.isfinite(v)))
+                raise FloatingPointError(f"the market produced a non-finite {name} path at step {n} "
+                                         f"(t={disc.t[n]:.6g}) from a finite iterate")
         self.res_P.append(float(np.max(np.abs(mkt[2] - P))))
         self.res_M.append(float(np.max(np.abs(M_new - M))))
         sens = None
@@ -218,6 +246,7 @@ class PathSweeps:
                 if disc.in_window[k]:
                     sens[k] = (disc.life_factor[k] / self.rule.temperature) * outs[k][1][2]
         ev = Evaluation(P, M, exit_mass, mkt, M_new, sens, self.res_P[-1], self.res_M[-1])
+        self.last = ev
         if keep_rows:
             self.rows_owner = ev
         return ev
@@ -304,6 +333,14 @@ def bookkeeping(disc: LPDiscretisation, masses: np.ndarray, exit_mass: np.ndarra
     return active_mass, exited_mass, matured_mass, edge
 
 
+def memory_needed(disc: LPDiscretisation, options: SolverOptions) -> float:
+    """Bytes a solve allocates: the result's value, exit probabilities and densities (``3 n_pop n_t n_L``
+    doubles) and one scratch set per thread (``n_t (n_L + 1) + 4 n_L`` doubles)."""
+    n_t, n_L = disc.n_t, disc.grid.n_L
+    workers = max(1, min(int(options.workers), int(disc.in_window.sum())))
+    return 8.0 * (3 * disc.n_pop * n_t * n_L + workers * (n_t * (n_L + 1) + 4 * n_L))
+
+
 def _initial_path(disc: LPDiscretisation, initial: LPState | None, guess):
     """The first iterate: ``P = P̄`` and ``M`` constant at the NAV-weighted mean of the masses at entry, or ``guess``."""
     pops = disc.model.populations
@@ -324,7 +361,8 @@ def _initial_path(disc: LPDiscretisation, initial: LPState | None, guess):
     return P, M
 
 
-def _check_arguments(model, grid, options, method):
+def check_arguments(model, grid, options, method: str = "sl") -> SolverOptions:
+    """Type checks of :func:`solve`'s arguments; returns the options (defaults for ``None``)."""
     if method not in SWEEPS:
         raise ValueError(f"method must be one of {sorted(SWEEPS)}, got {method!r}")
     if not isinstance(model, LPExitModel):
@@ -354,9 +392,11 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
     ``max_iter`` and :class:`BoundaryMassWarning` when an end node of the grid holds more
     than ``EDGE_MASS_WARN`` of a population's mass.
     """
-    options = _check_arguments(model, grid, options, method)
+    options = check_arguments(model, grid, options, method)
     t_start = time.perf_counter()
     disc = discretise(model, grid, initial=initial, inputs=inputs)
+    check_memory(memory_needed(disc, options), f"an LP-exit solve on {disc.n_pop} population(s) x {disc.n_t} steps x "
+                 f"{grid.n_L} nodes", "use a coarser grid (grid.n_L, grid.dt) or a shorter window")
     P0, M0 = _initial_path(disc, initial, guess)
     with PathSweeps(disc, method, options) as sweeps:
         fp = anderson_fixed_point(sweeps, P0, M0, tol=options.tol, max_iter=options.max_iter,

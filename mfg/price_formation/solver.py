@@ -23,8 +23,6 @@ import numpy as np
 from numba import njit
 
 from ..results import BoundaryMassWarning, ConvergenceWarning, Status, message_of, status_of
-from .callables import evaluate_callable
-from .impact import Impact, PowerImpact, QuadraticImpact
 from ..semi_lagrangian import (
     UniformGrid,
     deposit_at,
@@ -34,6 +32,8 @@ from ..semi_lagrangian import (
     power_marginal_inverse_derivative,
     slope_range,
 )
+from .callables import evaluate_callable
+from .impact import Impact, PowerImpact, QuadraticImpact
 
 __all__ = [
     "PriceFormationProblem",
@@ -70,7 +70,8 @@ class PriceFormationProblem:
     def __post_init__(self) -> None:
         if not isinstance(self.impact, PowerImpact):
             raise TypeError(
-                f"impact must be a convex impact cost (QuadraticImpact or PowerImpact), got {type(self.impact).__name__}"
+                "impact must be a convex impact cost (QuadraticImpact or PowerImpact), "
+                f"got {type(self.impact).__name__}"
             )
         for name in ("potential", "terminal", "supply", "initial_density"):
             if not callable(getattr(self, name)):
@@ -181,7 +182,8 @@ def hj_backward(terminal, potential, price, lower, dx, h, p, scale):
     are reproduced, while a constant extension of ``u`` outside the domain pulls
     agents onto the boundary.  The sweep is serial: a parallel region per time step
     costs more than it saves at these grid sizes (a few hundred nodes per step) and
-    spins badly on a loaded machine (measured in benchmarks/README.md).  Returns ``u`` of shape (N+1, M) and the minimisers ``v`` of shape (N, M).
+    spins badly on a loaded machine (measured in benchmarks/README.md).  Returns ``u`` of
+    shape (N+1, M) and the minimisers ``v`` of shape (N, M).
     """
     n_steps = price.shape[0]
     n = terminal.shape[0]
@@ -330,7 +332,8 @@ def discretise(problem: PriceFormationProblem, *, rho: float, h: float, _stackle
     if not mass > 0:
         raise ValueError(f"initial_density has no mass on the domain {problem.domain} at rho={rho}")
     p, scale = problem.impact.kernel_params
-    return DiscreteProblem(grid=grid, t=t, h=float(h), potential=V, terminal=uT, supply=Q, m0=m0 / mass, p=p, scale=scale)
+    return DiscreteProblem(grid=grid, t=t, h=float(h), potential=V, terminal=uT, supply=Q, m0=m0 / mass, p=p,
+                           scale=scale)
 
 
 def iterate(disc: DiscreteProblem, price: np.ndarray):
