@@ -45,7 +45,8 @@ TYPES = {  # LP types of the calm scenario
                       phi=0.01, a_max=2.0, initial_mean=1.2, initial_std=0.2),
 }
 WEIGHTS = {"pension": 0.45, "endowment": 0.35, "sovereign": 0.2}
-MARKET = dict(pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15, tau_tail=2.0)
+MARKET = dict(kind="impact", pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15,
+              tau_tail=2.0)
 GRID = Grid(L_min=-1.5, L_max=3.5, n_L=1000, dt=1 / 52)
 DEFAULT = SolverOptions(temperature=1e-3)
 PLAIN = SolverOptions(temperature=1e-3, damping=0.5, anderson=0, precondition=False, max_iter=200)
@@ -199,7 +200,8 @@ def kernels(repeats: int) -> None:
     rule = ExitRule(1e-3, False, np.zeros((1, 1)))
     new_b = lambda: backward_sweep(pop, coef, rule, mesh)  # noqa: E731
     ref_b = lambda: backward_ref(pop.n_first, pop.n_last, pop.terminal, coef.drift_c, pop.drift_a,  # noqa: E731
-                                 coef.sigma, dt, pop.discount, pop.running, coef.G, pop.q_max, 1e-3, lower, dx)
+                                 coef.sigma, dt, pop.discount, pop.running, coef.gain - pop.phi, pop.q_max[0],
+                                 1e-3, lower, dx)
     V, q, _ = new_b()
     V0, q0 = ref_b()
     new_f = lambda: forward_sweep(m0, pop, coef, q, mesh)  # noqa: E731

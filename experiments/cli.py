@@ -32,7 +32,9 @@ def _pydantic_message(exc, raw: dict | None) -> str:
     """
     parts = []
     for err in exc.errors(include_url=False):
-        loc = err.get("loc", ())
+        # the market is a union chosen by its ``kind``: pydantic puts the tag in the location
+        loc = tuple(item for i, item in enumerate(err.get("loc", ()))
+                    if not (i > 0 and err["loc"][i - 1] == "market" and item in ("clearing", "impact")))
         path, node = "", raw
         for item in loc:
             if isinstance(item, int):

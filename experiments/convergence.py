@@ -62,6 +62,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .io import locks_folder
+
 __all__ = [
     "Quantity",
     "FiniteNModel",
@@ -1002,6 +1004,7 @@ def write_outputs(result: StudyResult, out: str | Path, *, dpi: int = 110) -> St
     return replace(result, files=tuple(files))
 
 
+@locks_folder("out", what="convergence study")  # one run per folder; clears a killed run's temporaries
 def run_study(config: StudyConfig | None = None, out: str | Path = "gelav-output/convergence", *,
               executor: str = "auto", n_workers: int | None = None, scheduler: str | None = None,
               overwrite: bool = False, progress: bool | None = None, write: bool = True,

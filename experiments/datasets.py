@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .io import atomic_path
+from .io import atomic_path, locks_folder
 
 __all__ = [
     "FILES",
@@ -485,6 +485,7 @@ def _ext(fmt: str) -> str:
     return ".parquet" if fmt == "parquet" else ".csv"
 
 
+@locks_folder("out", what="gelav dataset")  # one run per folder; clears a killed run's temporaries
 def generate(scenario, n_lps: int, seed: int, out, *, options: DatasetOptions | None = None, force: bool = False,
              threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Run the finite market of ``scenario`` with ``n_lps`` LPs and write the dataset to ``out``.

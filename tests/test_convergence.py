@@ -19,6 +19,7 @@ start = 2015.0
 end = 2017.0
 
 [model.market]
+kind = "impact"
 pbar = 0.93
 beta = 0.1
 tau_s = 0.25

@@ -27,7 +27,7 @@ CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
 
 BASE = dict(name="lp", vintage=0.0, life=5.0, weight=1.0, kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.6,
             y=0.15, r=0.2, g=0.05, a_max=4.0, initial_mean=1.0, initial_std=0.2)
-MARKET = dict(pbar=0.9, beta=0.5, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0)
+MARKET = dict(kind="impact", pbar=0.9, beta=0.5, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0)
 
 
 def make_model(pops, market=MARKET, start=0.0, end=None):
@@ -140,7 +140,8 @@ def _two_pop_model():
     pops = [{**BASE, "name": "a", "weight": 0.6, "lam": 0.5, "alpha": 0.3, "ell": 0.8},
             {**BASE, "name": "b", "weight": 0.4, "vintage": -3.0, "kappa": 0.7, "lam": 0.5, "alpha": 0.3,
              "seasonal": {"amplitude": -0.2}}]
-    market = dict(pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, a_tail=0.2, tau_tail=1.0, S0=0.02)
+    market = dict(kind="impact", pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, a_tail=0.2,
+                  tau_tail=1.0, S0=0.02)
     return make_model(pops, market, end=4.0)
 
 

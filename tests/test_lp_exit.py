@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mfg.lp_exit.closed_form import solve_stopping
-from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
+from mfg.lp_exit.kernels import ExitRule, Mesh, StepCoefficients, simple_population
 from mfg.lp_exit.market import ImpactParams, market_path
 from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
 from mfg.lp_exit.solver import (
@@ -30,7 +30,7 @@ CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm
 
 BASE_POP = dict(name="lp", vintage=0.0, life=5.0, weight=1.0, kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.6,
                 y=0.15, r=0.2, g=0.05, a_max=4.0, initial_mean=1.0, initial_std=0.2)
-FLAT_MARKET = dict(pbar=0.9, beta=0.0, tau_s=1.0, K0=1.0, Kbar=1.0, theta_K=0.0)
+FLAT_MARKET = dict(kind="impact", pbar=0.9, beta=0.0, tau_s=1.0, K0=1.0, Kbar=1.0, theta_K=0.0)
 
 
 def check_invariants(r, tol=1e-12):
@@ -134,7 +134,7 @@ def test_forward_sweep_is_the_adjoint_of_the_backward_sweep():
     terminal = rng.uniform(0.5, 1.5, size=n)
     m0 = rng.uniform(size=n)
     m0 /= m0.sum()
-    pop = PopulationData(0, n_t - 1, terminal, np.zeros(n), 1.0, 1.0, 1.5)
+    pop = simple_population(0, n_t - 1, terminal, np.zeros(n), 1.0, 1.0, 1.5, n_t)
     coef, mesh = StepCoefficients(c, np.full(n_t, 0.7), G), Mesh(lower, dx, dt)
     V, q, _ = backward_sweep(pop, coef, ExitRule(0.0, True, q_given), mesh)
     m, e = forward_sweep(m0, pop, coef, q, mesh)
@@ -147,7 +147,8 @@ def test_forward_sweep_is_the_adjoint_of_the_backward_sweep():
 def test_entry_maturity_and_bookkeeping():
     pops = [{**BASE_POP, "name": "old", "vintage": -3.0, "life": 5.0, "weight": 2.0},  # matures at t = 2
             {**BASE_POP, "name": "new", "vintage": 1.0, "life": 8.0, "ell": 0.8, "seasonal": {"amplitude": -0.3}}]
-    market = dict(pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, a_tail=0.2, tau_tail=1.0)
+    market = dict(kind="impact", pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, a_tail=0.2,
+                  tau_tail=1.0)
     model = make_model(pops, market, start=0.0, end=4.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -199,8 +200,8 @@ def two_population_model():
             {**BASE_POP, "name": "endowment", "vintage": 0.0, "life": 10.0, "weight": 0.4, "sigma": 0.35,
              "kappa": 0.8, "lam": 0.3, "alpha": 0.5, "eta": 0.8, "ell": 0.65, "y": 0.05, "r": 0.08, "g": 0.03,
              "phi": 0.01}]
-    market = dict(pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15,
-                  tau_tail=2.0)
+    market = dict(kind="impact", pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015,
+                  a_tail=0.15, tau_tail=2.0)
     return make_model(pops, market, start=0.0, end=5.0)
 
 
@@ -337,7 +338,7 @@ def staggered_model():
     pops = [{**BASE_POP, "name": "a", "vintage": -1.0, "life": 6.0, "weight": 0.5, "lam": 0.3, "alpha": 0.3},
             {**BASE_POP, "name": "b", "vintage": 1.0, "life": 6.0, "weight": 0.3, "ell": 0.8},
             {**BASE_POP, "name": "c", "vintage": -3.0, "life": 5.0, "weight": 0.2}]
-    market = dict(pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, S0=0.01, a_tail=0.2)
+    market = dict(kind="impact", pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, S0=0.01, a_tail=0.2)
     return make_model(pops, market, start=0.0, end=3.0)
 
 

@@ -18,7 +18,7 @@ import mfg.lp_exit.solver as lp_exit
 from mfg.lp_exit import backward_sweep, forward_sweep
 from mfg.lp_exit.closed_form import solve_stopping
 from mfg.lp_exit.fd import fd_backward_sweep, fd_forward_sweep
-from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
+from mfg.lp_exit.kernels import ExitRule, Mesh, StepCoefficients, simple_population
 from mfg.lp_exit.params import Grid, load_scenario
 
 NO_POLICY = np.zeros((1, 1))
@@ -55,7 +55,7 @@ def test_forward_is_the_exact_transpose_of_backward(mode):
     p = random_problem()
     n, n_t = p["n"], p["n_t"]
     temperature = {"evaluate": 0.0, "logit": 0.05, "hard": 0.0}[mode]
-    pop = PopulationData(0, n_t - 1, p["terminal"], np.zeros(n), 1.0, 0.7, 1.5)
+    pop = simple_population(0, n_t - 1, p["terminal"], np.zeros(n), 1.0, 0.7, 1.5, n_t)
     coef, mesh = StepCoefficients(p["c"], p["sigma"], p["G"]), Mesh(p["lower"], p["dx"], p["dt"])
     V, q, _ = fd_backward_sweep(pop, coef, ExitRule(temperature, mode == "evaluate", p["q_given"]), mesh)
     m, e = fd_forward_sweep(p["m0"], pop, coef, q, mesh)
@@ -77,7 +77,7 @@ def test_mass_conservation_and_positivity():
     for sig in (p["sigma"], np.zeros(p["n_t"]), np.full(p["n_t"], 5.0)):  # incl. pure transport and dt >> dx²/σ²
         m0 = np.zeros(p["n"])
         m0[[0, 5, 40, 79]] = [0.1, 0.2, 0.3, 0.4]  # mass on the end nodes too
-        pop = PopulationData(3, p["n_t"] - 2, np.ones(p["n"]), np.zeros(p["n"]), 1.0, 0.3, 2.0)
+        pop = simple_population(3, p["n_t"] - 2, np.ones(p["n"]), np.zeros(p["n"]), 1.0, 0.3, 2.0, p["n_t"])
         m, e = fd_forward_sweep(m0, pop, StepCoefficients(drift_c, sig, np.zeros(p["n_t"])), q,
                                 Mesh(p["lower"], p["dx"], 0.05))
         total = m.sum(axis=1) + np.concatenate([[0.0], np.cumsum(e)[:-1]])
@@ -92,7 +92,7 @@ def test_rows_conventions_match_the_sl_kernel():
     n, n_t = p["n"], p["n_t"]
     x = p["lower"] + p["dx"] * np.arange(n)
     running = 0.05 * p["dt"] * np.ones(n) - 0.5 * p["dt"] * np.maximum(0.7 - x, 0.0)
-    args = (PopulationData(4, 20, np.ones(n), running, math.exp(-0.05 * p["dt"]), 0.5, 1.0),
+    args = (simple_population(4, 20, np.ones(n), running, math.exp(-0.05 * p["dt"]), 0.5, 1.0, n_t),
             StepCoefficients(np.full(n_t, 1.0), p["sigma"], np.full(n_t, 0.9)), ExitRule(0.0, False, NO_POLICY),
             Mesh(p["lower"], p["dx"], p["dt"]))
     V, q, thr = fd_backward_sweep(*args)
@@ -123,7 +123,7 @@ def mckean_vlasov(kappa, lam, lbar, sigma, m0, x, n_steps, dt, lower, dx, tol=1e
     sig = np.full(n_steps + 1, sigma)
     M = np.full(n_steps + 1, float(m0 @ x))
     for _ in range(200):
-        pop = PopulationData(0, n_steps, np.ones(x.size), np.zeros(x.size), 1.0, 0.0, kappa + lam)
+        pop = simple_population(0, n_steps, np.ones(x.size), np.zeros(x.size), 1.0, 0.0, kappa + lam, n_steps + 1)
         coef = StepCoefficients(kappa * lbar + lam * M, sig, np.zeros(n_steps + 1))
         m, e = fd_forward_sweep(m0, pop, coef, q, Mesh(lower, dx, dt))
         M_new = m @ x
@@ -176,7 +176,8 @@ def test_fd_stopping_converges_to_closed_form():
         dt, N = 1.0 / steps, round(T * steps)
         running = (CF["y"] - CF["eta"] * np.maximum(CF["ell"] - x, 0.0)) * dt
         q_max = -math.expm1(-1e6 * dt)
-        pop = PopulationData(0, N, np.ones(n_L), running, math.exp(-(CF["r"] - CF["g"]) * dt), q_max, CF["kappa"])
+        pop = simple_population(0, N, np.ones(n_L), running, math.exp(-(CF["r"] - CF["g"]) * dt), q_max, CF["kappa"],
+                                N + 1)
         coef = StepCoefficients(np.full(N + 1, CF["kappa"] * CF["lbar"]), np.full(N + 1, CF["sigma"]),
                                 np.full(N + 1, G))
         V, q, thr = fd_backward_sweep(pop, coef, ExitRule(0.0, False, NO_POLICY), Mesh(lower, dx, dt))
@@ -210,7 +211,8 @@ def test_fd_and_sl_kernels_agree_under_refinement():
         sigma = 0.3 + 0.1 * np.sin(2 * np.pi * t)
         G = 0.9 - 0.05 * np.exp(-((t - 1.5) / 0.3) ** 2)  # a dip of the price
         running = (0.05 - 0.9 * np.maximum(0.75 - x, 0.0)) * dt
-        pop = PopulationData(0, N, np.ones(n_L), running, math.exp(-0.05 * dt), -math.expm1(-a_max * dt), kappa)
+        pop = simple_population(0, N, np.ones(n_L), running, math.exp(-0.05 * dt), -math.expm1(-a_max * dt), kappa,
+                                N + 1)
         coef, mesh = StepCoefficients(drift_c, sigma, G), Mesh(lower, dx, dt)
         rule = ExitRule(temperature, False, NO_POLICY)
         V_fd, q_fd, _ = fd_backward_sweep(pop, coef, rule, mesh)

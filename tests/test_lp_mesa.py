@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BASE = dict(vintage=0.0, life=5.0, kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.8, y=0.15, r=0.2, g=0.05,
             a_max=4.0, initial_mean=1.0, initial_std=0.25, lam=0.5, alpha=0.3)
-MARKET = dict(pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, a_tail=0.2, tau_tail=1.0, S0=0.02)
+MARKET = dict(kind="impact", pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, a_tail=0.2, tau_tail=1.0,
+              S0=0.02)
 
 
 @pytest.fixture(scope="module")

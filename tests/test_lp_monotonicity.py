@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from mfg.lp_exit import backward_sweep
 from mfg.lp_exit.fd import fd_backward_sweep
-from mfg.lp_exit.kernels import ExitRule, Mesh, PopulationData, StepCoefficients
+from mfg.lp_exit.kernels import ExitRule, Mesh, StepCoefficients, simple_population
 
 SWEEPS = {"sl": backward_sweep, "fd": fd_backward_sweep}
 N_L, N_T, LOWER, DX, DT = 41, 25, -1.0, 0.075, 0.04
@@ -42,8 +42,8 @@ def _inputs(seed):
 
 
 def _value(method, inp, temperature, G=None, running=None):
-    pop = PopulationData(0, N_T - 1, np.ones(N_L), inp["running"] if running is None else running, inp["discount"],
-                         inp["q_max"], inp["drift_a"])
+    pop = simple_population(0, N_T - 1, np.ones(N_L), inp["running"] if running is None else running, inp["discount"],
+                            inp["q_max"], inp["drift_a"], N_T)
     coef = StepCoefficients(inp["drift_c"], inp["sigma"], inp["G"] if G is None else G)
     V, q, thr = SWEEPS[method](pop, coef, ExitRule(temperature, False, np.zeros((1, 1))), Mesh(LOWER, DX, DT))
     return V, q

@@ -12,14 +12,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mfg.lp_exit.params import Grid, LPExitModel, Market, Population, Scenario, Seasonal, SolverOptions, load_scenario
+from mfg.lp_exit.params import (
+    Grid,
+    ImpactMarket,
+    LPExitModel,
+    Population,
+    Scenario,
+    Seasonal,
+    SolverOptions,
+    load_scenario,
+)
 
 CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
 
 POP = dict(name="pension", lp_type="pension", vintage=0.0, life=12.0, weight=0.6, kappa=1.0, lbar=1.0, sigma=0.3,
            lam=0.2, alpha=0.1, eta=0.5, ell=0.6, y=0.05, r=0.08, g=0.03, phi=0.01, a_max=4.0, initial_mean=1.0,
            initial_std=0.2, seasonal=dict(amplitude=-0.1))
-MARKET = dict(pbar=0.92, beta=0.2, tau_s=0.25, K0=0.05, Kbar=0.06, theta_K=1.0, a_tail=0.1, tau_tail=2.0)
+MARKET = dict(kind="impact", pbar=0.92, beta=0.2, tau_s=0.25, K0=0.05, Kbar=0.06, theta_K=1.0, a_tail=0.1, tau_tail=2.0)
 GRID = dict(L_min=-1.0, L_max=3.0, n_L=201, dt=1 / 52)
 
 
@@ -63,7 +72,7 @@ def test_population_fields_refused(field, value):
     ("a_tail", 1.0), ("tau_tail", 0.0),
 ])
 def test_market_fields_refused(field, value):
-    assert_refused(lambda: Market(**{**MARKET, field: value}), field)
+    assert_refused(lambda: ImpactMarket(**{**MARKET, field: value}), field)
 
 
 @pytest.mark.parametrize("field, value", [("dt", -0.01), ("dt", math.nan), ("n_L", 2), ("L_min", math.nan)])
@@ -124,7 +133,7 @@ def test_schedule_and_life_curve():
     s = Seasonal(amplitude=-0.2)  # Q4 box
     assert np.allclose(s([2020.0, 2020.5, 2020.75, 2020.99, 2021.1]), [0, 0, -0.2, -0.2, 0])
     assert np.allclose(Population(**{**POP, "seasonal": None}).schedule([0.8, 1.9]), 0.0)
-    m = Market(**MARKET)
+    m = ImpactMarket(**MARKET)
     assert m.remaining_life_factor(0.0) == pytest.approx(0.9)
     assert m.remaining_life_factor(1e6) == pytest.approx(1.0)
     assert m.remaining_life_factor(2.0) == pytest.approx(1 - 0.1 * math.exp(-1.0))
@@ -158,18 +167,22 @@ def test_calm_scenario_file_loads():
     assert Scenario.from_toml(sc.to_toml()) == sc
 
 
-finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
-positive = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False)
+level = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)  # docs/model.md 3.1
+positive = st.floats(min_value=1e-6, max_value=100.0, allow_nan=False, allow_infinity=False)
+annual = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False, allow_infinity=False)
 
 
 @settings(max_examples=40, deadline=None)
-@given(lbar=finite, sigma=positive, eta=positive, y=finite, name=st.text(min_size=1, max_size=12).filter(str.strip),
-       amp=st.one_of(st.none(), finite))
+@given(lbar=level, sigma=positive, eta=positive, y=annual, name=st.text(min_size=1, max_size=12).filter(str.strip),
+       amp=st.one_of(st.none(), level))
 def test_toml_round_trip_property(lbar, sigma, eta, y, name, amp):
     pop = {**POP, "name": name, "lbar": lbar, "sigma": sigma, "eta": eta, "y": y,
            "seasonal": None if amp is None else {"amplitude": amp}}
     d = scenario_dict()
     d["model"]["populations"] = [pop]
+    targets = [lbar, lbar + (amp or 0.0), pop["initial_mean"]]  # the grid holds the drift's targets
+    d["grid"] = {**d["grid"], "L_min": min(d["grid"]["L_min"], min(targets) - 1.0),
+                 "L_max": max(d["grid"]["L_max"], max(targets) + 1.0)}
     sc = Scenario.model_validate(d)
     assert Scenario.from_toml(sc.to_toml()) == sc
 

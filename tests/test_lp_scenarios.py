@@ -31,7 +31,7 @@ DEMO = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "shoc
 
 BASE_POP = dict(name="lp", vintage=0.0, life=5.0, weight=1.0, kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.6,
                 y=0.15, r=0.2, g=0.05, a_max=4.0, initial_mean=1.0, initial_std=0.2)
-MARKET = dict(pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, S0=0.01, a_tail=0.2)
+MARKET = dict(kind="impact", pbar=0.92, beta=0.3, tau_s=0.25, K0=0.05, Kbar=0.05, theta_K=1.0, S0=0.01, a_tail=0.2)
 GRID = Grid(L_min=-1.5, L_max=3.0, n_L=91, dt=1 / 13)
 OPTS = SolverOptions(temperature=1e-3, tol=1e-11, max_iter=60)
 

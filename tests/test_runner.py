@@ -23,6 +23,7 @@ from experiments.runner import (
     MANIFEST_NAME,
     TASKS_DIR,
     SweepConfigError,
+    SweepFailedError,
     SweepTaskError,
     key_words,
     read_sweep,
@@ -196,15 +197,19 @@ def test_fail_fast_stops_at_the_first_failure_and_keeps_finished_tasks(tmp_path)
     assert sorted(p.stem for p in (tmp_path / TASKS_DIR).glob("*.parquet")) == sorted(task_id(k) for k in KEYS[:2])
 
 
-def test_worker_process_that_dies_is_reported_not_fatal(tmp_path, monkeypatch):
+def test_sweep_whose_every_worker_dies_raises_with_the_cause(tmp_path, monkeypatch):
     log = tmp_path / "calls.log"
     log.touch()
     monkeypatch.setenv(EXIT_AFTER_ENV, "0")  # every task's worker process exits at once
-    result = run_sweep(normal_block, KEYS[:2], tmp_path / "sweep", seed=SEED, params={"log": str(log)},
-                       executor="processes", n_workers=2, progress=False)
-    assert (result.done, result.failed) == (0, 2)
-    assert all("BrokenProcessPool" in f.error for f in result.failures)
-    assert result.frame.empty and list(result.frame.columns) == ["n", "block"]
+    with pytest.raises(SweepFailedError, match="all 2 tasks of the sweep failed") as info:
+        run_sweep(normal_block, KEYS[:2], tmp_path / "sweep", seed=SEED, params={"log": str(log)},
+                  executor="processes", n_workers=2, progress=False)
+    # each task was retried alone once, and its own process died the same way
+    assert len(info.value.failures) == 2
+    assert all("exited with code 3" in f.error and "alone" in f.error for f in info.value.failures)
+    assert "exited with code 3" in str(info.value)
+    recorded = json.loads((tmp_path / "sweep" / "failures.json").read_text())
+    assert sorted(json.dumps(f["key"]) for f in recorded) == sorted(json.dumps(k) for k in KEYS[:2])
 
 
 def frame_task(key, rng):
@@ -234,12 +239,12 @@ def test_task_outputs_dataframe_or_dict_and_bad_outputs_are_failures(tmp_path):
     assert list(frame.columns) == ["n", "block", "x"] and list(frame.index) == [0, 1, 2, 3]
     one_row = run_sweep(scalar_task, keys, tmp_path / "s", **opts).frame
     assert list(one_row.columns) == ["n", "block", "x", "label"] and len(one_row) == 2
-    clash = run_sweep(clashing_task, keys, tmp_path / "c", **opts)
-    assert clash.failed == 2 and "also key fields" in clash.failures[0].error
-    wrong = run_sweep(list_task, keys, tmp_path / "w", **opts)
-    assert wrong.failed == 2 and "DataFrame or a dict" in wrong.failures[0].error
-    unstorable = run_sweep(object_task, keys, tmp_path / "o", **opts)  # Parquet cannot store it
-    assert unstorable.failed == 2 and "object" in unstorable.failures[0].error
+    # every task fails: the sweep raises with the first task's own error in the message
+    for bad, folder, what in ((clashing_task, "c", "also key fields"), (list_task, "w", "DataFrame or a dict"),
+                              (object_task, "o", "object")):  # object: Parquet cannot store it
+        with pytest.raises(SweepFailedError, match=what) as info:
+            run_sweep(bad, keys, tmp_path / folder, **opts)
+        assert len(info.value.failures) == 2 and what in info.value.failure.error
 
 
 # --------------------------------------------------------------------------- configuration

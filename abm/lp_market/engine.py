@@ -81,17 +81,21 @@ from numba.typed import List
 from mfg.lp_exit.discretisation import LPDiscretisation, discretise, window_steps
 from mfg.lp_exit.inputs import MarketInputs
 from mfg.lp_exit.market import ImpactParams, impact_params
-from mfg.lp_exit.params import Grid, LPExitModel, Scenario
+from mfg.lp_exit.params import Grid, LPExitModel, Scenario, SolverOptions
 from mfg.resources import check_memory
 
 from .kernels import (
     ACTIVE,
     GIVEN,
+    GIVEN_RESERVATION,
     MATURED,
     PENDING,
     SOLD,
+    AuctionScratch,
+    ClearingTables,
     Constants,
     Layout,
+    Offers,
     Paths,
     Snapshots,
     StepTables,
@@ -117,11 +121,15 @@ __all__ = [
     "allocate_agents",
     "replication_seed",
     "block_generators",
+    "auction_generator",
     "initial_price",
     "callable_q",
 ]
 
 TRANSITIONS = ("exact", "two-point")
+
+#: Placeholder of the clearing tables in an impact-market run (the kernels need one argument type).
+_NO_CLEARING = ClearingTables(np.zeros((1, 1)), np.zeros(1), np.zeros(1), np.zeros(1), 0.0, 1.0, 0.0, 1.0, 0.0)
 
 
 # ----------------------------------------------------------------------------------
@@ -168,6 +176,14 @@ def block_generators(rep_seed: np.random.SeedSequence, n_blocks: int) -> list[np
     return [np.random.Generator(np.random.PCG64(s)) for s in rep_seed.spawn(n_blocks)]
 
 
+def auction_generator(rep_seed: np.random.SeedSequence, n_blocks: int) -> np.random.Generator:
+    """The generator of a replication's auction lotteries (clearing market): child ``n_blocks`` of its seed,
+    the one after the blocks' (built from the seed's spawn key, whatever it has spawned already)."""
+    child = np.random.SeedSequence(entropy=rep_seed.entropy, spawn_key=tuple(rep_seed.spawn_key) + (int(n_blocks),),
+                                   pool_size=rep_seed.pool_size)
+    return np.random.Generator(np.random.PCG64(child))
+
+
 @dataclass(frozen=True, eq=False)
 class MarketSetup:
     """Everything :func:`simulate` and the Mesa model derive from the inputs (shared by both).
@@ -194,7 +210,8 @@ class MarketSetup:
     sq: np.ndarray
     shift: np.ndarray  # (n_pop, n_t) liquidity shift applied at t_n to active LPs
     cut: np.ndarray  # (n_t + 1,) capital cut at t_n (last entry 0)
-    impact: ImpactParams
+    impact: ImpactParams | None  # the impact market's constants, or None
+    clearing: ClearingTables | None  # the clearing market's tables, or None
     policy: BoundPolicy
     exact: bool
     transition: str
@@ -251,7 +268,15 @@ class MarketSetup:
                           d.life_factor, d.pbar, d.Kbar, self.shift, self.cut)
 
     def constants(self) -> Constants:
-        return Constants(self.dt, self.exact)
+        return Constants(self.dt, self.exact, self.clearing is not None)
+
+    def initial_clocks(self, gens: list[np.random.Generator]) -> np.ndarray:
+        """The sale-process clocks ``Exp(1)`` of the clearing market (drawn after the initial ``L``)."""
+        clock = np.empty(self.n_agents)
+        for b, g in enumerate(gens):
+            lo, hi = self.starts[b], self.starts[b + 1]
+            clock[lo:hi] = g.standard_exponential(hi - lo)
+        return clock
 
 
 def _check_int(v, name, lo):
@@ -318,13 +343,35 @@ def _events(events, names, model, dt, t, n_pop):
     return factors, shift, cut
 
 
+def _clearing_tables(disc: LPDiscretisation, temperature: float) -> ClearingTables:
+    mk, pops = disc.model.market, disc.model.populations
+    return ClearingTables(
+        hazard=np.ascontiguousarray(-np.log1p(-disc.q_max)), phi=disc.phi,
+        delta=np.array([p.delta for p in pops], dtype=float), ell=np.array([p.ell for p in pops], dtype=float),
+        eps=float(temperature), tau_d=float(mk.tau_d), gamma=float(mk.gamma), P_cap=float(mk.P_cap),
+        theta_K=float(mk.theta_K))
+
+
+def _temperature(temperature, solver, res) -> float:
+    """The reservation prices' temperature: given, else the MFG policy's, else the scenario's solver's."""
+    if temperature is None:
+        if res is not None:
+            temperature = res.options.temperature
+        else:
+            temperature = (solver or SolverOptions()).temperature
+    t = float(temperature)
+    if not (math.isfinite(t) and 0.0 <= t <= 10.0):
+        raise ValueError(f"temperature must be a finite number in [0, 10], got {temperature!r}")
+    return t
+
+
 def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | None = None,
             inputs: MarketInputs | None = None, events=(), block_size: int = BLOCK_SIZE,
-            transition: str = "exact") -> MarketSetup:
+            transition: str = "exact", temperature: float | None = None) -> MarketSetup:
     """Validate the inputs and build the :class:`MarketSetup` (see :func:`simulate`)."""
-    grid = None
+    grid = solver = None
     if isinstance(model, Scenario):
-        grid = model.grid
+        grid, solver = model.grid, model.solver
         model = model.model
     if not isinstance(model, LPExitModel):
         raise TypeError(f"model must be an LPExitModel or a Scenario, got {type(model).__name__}")
@@ -372,7 +419,10 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
         init_std=np.array([p.initial_std for p in pops], dtype=float),
         decay=decay, gain=gain, sd=np.ascontiguousarray(disc.sigma * np.sqrt(var1)[:, None]),
         sq=np.ascontiguousarray(disc.sigma * math.sqrt(dt)), shift=shift, cut=cut,
-        impact=impact_params(model.market), policy=bound, exact=transition == "exact", transition=transition,
+        impact=impact_params(model.market) if model.market.kind == "impact" else None,
+        clearing=(_clearing_tables(disc, _temperature(temperature, solver, res)) if model.market.kind == "clearing"
+                  else None),
+        policy=bound, exact=transition == "exact", transition=transition,
         block_size=block_size, seed_entropy=root.entropy, seed=root,
     )
 
@@ -399,11 +449,17 @@ class MarketState:
         R, n = n_reps, su.n_agents
         nb = su.n_blocks
         L = np.empty((R, n))
-        gens = []
+        clock = np.empty((R, n) if su.clearing is not None else (1, 1))
+        gens, auction_gens = [], []
         for r in range(R):
-            g = block_generators(replication_seed(su.seed, r), nb)
+            rep = replication_seed(su.seed, r)
+            g = block_generators(rep, nb)
             L[r] = su.initial_liquidity(g)
+            if su.clearing is not None:
+                clock[r] = su.initial_clocks(g)
+                auction_gens.append(auction_generator(rep, nb))
             gens.extend(g)
+        gens.extend(auction_gens)  # the clearing market's lotteries: one generator per replication, after the blocks
         status = np.tile(su.initial_statuses(), (R, 1))
         # shock at t_0: shift the LPs active at the start, cut the initial capital
         for k in range(n_pop):
@@ -418,16 +474,27 @@ class MarketState:
         self.snap_index, self.snap_L, self.snap_status = snapshots
         self.out = dict(
             price=np.empty((R, n_t)), vintage_price=np.empty((R, n_pop, n_t)), buyer_capital=np.empty((R, n_t)),
-            sell_pressure=np.empty((R, n_t)), sell_flow=np.empty((R, n_t)),
+            sell_pressure=np.empty((R, n_t)), sell_flow=np.empty((R, n_t)), withdrawn=np.empty((R, n_t)),
             exits=np.zeros((R, n_pop, n_t), np.int64), active_count=np.zeros((R, n_pop, n_t), np.int64),
             mean_liquidity=np.empty((R, n_t)),
         )
         self.work = Work(self.s_hat, self.K, np.zeros((R, n_pop)), np.zeros((R * nb, n_pop)),
                          np.zeros((R * nb, n_pop), np.int64), np.zeros((R * nb, n_pop), np.int64))
         self.gens = List(gens)
-        self.q_given = np.zeros((R, n)) if su.policy.kind == GIVEN else np.zeros((1, 1))
-        self._args = (Layout(su.pop_starts, su.starts), su.tables(), su.constants(), su.impact, su.policy.arrays(),
-                      self.work, Paths(**self.out), Snapshots(self.snap_index, self.snap_L, self.snap_status))
+        self.clock = clock
+        self.q_given = np.zeros((R, n)) if su.policy.kind in (GIVEN, GIVEN_RESERVATION) else np.zeros((1, 1))
+        cap = int(np.max(np.diff(su.starts))) if su.clearing is not None else 1
+        items = R * nb if su.clearing is not None else 1
+        offers = Offers(np.empty((items, cap)), np.empty((items, cap)), np.empty((items, cap)),
+                        np.empty((items, cap), np.int64), np.empty((items, cap), np.int64), np.zeros(items, np.int64))
+        m = n if su.clearing is not None else 1
+        scratch = AuctionScratch(np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64),
+                                 np.empty(m, np.int64))
+        impact = su.impact if su.impact is not None else ImpactParams(0.0, 1.0, 0.0, 1e-9)
+        clearing = su.clearing if su.clearing is not None else _NO_CLEARING
+        self._args = (Layout(su.pop_starts, su.starts), su.tables(), su.constants(), impact, clearing,
+                      su.policy.arrays(), self.work, offers, Paths(**self.out),
+                      Snapshots(self.snap_index, self.snap_L, self.snap_status), scratch)
 
     def run(self, n0: int, n1: int) -> None:
         """Steps ``n0..n1-1`` of every replication (a callable policy's ``q_given`` filled by the caller).
@@ -435,7 +502,7 @@ class MarketState:
         Raises ``FloatingPointError`` naming the first step whose price is not positive and
         finite or whose mean liquidity is not finite, and the inputs most likely responsible.
         """
-        run_steps(n0, n1, self.su.n_steps, self.L, self.status, self.gens, self.q_given, *self._args)
+        run_steps(n0, n1, self.su.n_steps, self.L, self.status, self.gens, self.q_given, self.clock, *self._args)
         self._check(n0, n1)
 
     def _check(self, n0: int, n1: int) -> None:
@@ -448,11 +515,12 @@ class MarketState:
         r, j = np.argwhere(bad)[0]
         n = n0 + int(j)
         mk = su.model.market
+        inputs = (f"market.beta={mk.beta:g}, market.S0={mk.S0:g}, market.K0={mk.K0:g}" if mk.kind == "impact" else
+                  f"market.K0={mk.K0:g}, market.Kbar={mk.Kbar:g}, market.tau_d={mk.tau_d:g}")
         raise FloatingPointError(
             f"the finite-N market broke down at step {n} (t={su.t[n]:.6g}, replication {r}): price "
             f"{P[r, j]:.3g}, mean liquidity {o['mean_liquidity'][r, n]:.3g}, "
-            f"buyer capital {o['buyer_capital'][r, n]:.3g}; "
-            f"inputs most likely responsible: market.beta={mk.beta:g}, market.S0={mk.S0:g}, market.K0={mk.K0:g}, "
+            f"buyer capital {o['buyer_capital'][r, n]:.3g}; inputs most likely responsible: {inputs}, "
             "the populations' alpha (mark-to-market feedback of a collapsing price), lbar and sigma")
 
 
@@ -475,15 +543,18 @@ def _snapshots(snapshot_times, su: MarketSetup, R: int):
 
 def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=None, *, dt: float | None = None,
              inputs: MarketInputs | None = None, events=(), snapshot_times=None, block_size: int = BLOCK_SIZE,
-             transition: str = "exact", threads: int | None = None) -> MarketSimulation:
+             transition: str = "exact", threads: int | None = None,
+             temperature: float | None = None) -> MarketSimulation:
     """Run ``n_reps`` independent finite-N LP markets (docs/model.md 2.8; the module docstring has the step).
 
     Parameters
     ----------
     model : :class:`~mfg.lp_exit.params.LPExitModel` or :class:`~mfg.lp_exit.params.Scenario`.
-    policy : ``None`` (nobody sells), an :class:`~mfg.lp_exit.LPExitResult` (its
-        ``exit_prob`` at each LP's ``L``, same step), a :class:`abm.lp_market.policies.Policy`
-        (e.g. :class:`~abm.lp_market.policies.ThresholdPolicy`) or a callable ``fn(L, ctx) -> q``
+    policy : ``None`` (nobody sells), an :class:`~mfg.lp_exit.LPExitResult` (its continuation
+        values in the clearing market, its ``exit_prob`` in the impact market, at each LP's
+        ``L``, same step), a :class:`abm.lp_market.policies.Policy` (e.g.
+        :class:`~abm.lp_market.policies.ThresholdPolicy`,
+        :class:`~abm.lp_market.policies.ReservationPolicy`) or a callable ``fn(L, ctx) -> q``
         (:mod:`abm.lp_market.policies`).
     n_agents : LPs per market, split over populations by NAV weight.
     n_reps : independent markets.   seed : int, ``SeedSequence`` or ``None``.
@@ -501,11 +572,13 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
     transition : ``"exact"`` (Gaussian OU law) or ``"two-point"`` (the solver's step).
     threads : numba threads for this call (default: ``numba.get_num_threads()``); the
         result does not depend on it.
+    temperature : the logit temperature of the reservation prices in the clearing market
+        (default: the MFG policy's, else the Scenario's solver's).
     """
     t0 = time.perf_counter()
     n_reps = _check_int(n_reps, "n_reps", 1)
     su = prepare(model, policy, n_agents, seed, dt=dt, inputs=inputs, events=events, block_size=block_size,
-                 transition=transition)
+                 transition=transition, temperature=temperature)
     n_snap = 0 if snapshot_times is None else np.atleast_1d(snapshot_times).size
     check_memory(8.0 * n_reps * su.n_agents * (2.2 + (1 if su.policy.kind == GIVEN else 0) + 1.2 * n_snap),
                  f"a finite-N market of {n_reps} x {su.n_agents} LPs"
@@ -517,7 +590,7 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
     threads = old_threads if threads is None else _check_int(threads, "threads", 1)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        if su.policy.kind != GIVEN:
+        if su.policy.kind not in (GIVEN, GIVEN_RESERVATION):
             ms.run(0, su.t.size)
         else:
             for step in range(su.t.size):
@@ -536,7 +609,10 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
 
 
 def initial_price(su: MarketSetup) -> float:
-    """``P^{-1}``: the price the initial state implies, ``pbar^0 exp(-beta S0 / K0)`` (shown to callables at step 0)."""
+    """``P^{-1}``, shown to callables at step 0: the impact market's ``pbar^0 exp(-beta S0 / K0)``, the
+    clearing market's calm price ``pbar^0``."""
+    if su.impact is None:
+        return float(su.pbar[0])
     return float(su.pbar[0] * math.exp(-su.impact.beta * su.S0 / max(su.K0, su.impact.K_floor)))
 
 

@@ -30,13 +30,17 @@ from numba import njit, prange
 from mfg.lp_exit.market import market_step
 from mfg.semi_lagrangian import interp_at
 
-__all__ = ["PENDING", "ACTIVE", "SOLD", "MATURED", "NONE", "TABLE", "THRESHOLD", "GIVEN", "Layout", "StepTables",
-           "Constants", "PolicyArrays", "Work", "Paths", "Snapshots", "run_steps"]
+from .auction import uniform_price_auction
+
+__all__ = ["PENDING", "ACTIVE", "SOLD", "MATURED", "NONE", "TABLE", "THRESHOLD", "GIVEN", "RESERVATION",
+           "GIVEN_RESERVATION", "Layout", "StepTables", "Constants", "ClearingTables", "Offers", "PolicyArrays", "Work",
+           "Paths", "Snapshots", "run_steps"]
 
 PENDING, ACTIVE, SOLD, MATURED = 0, 1, 2, 3
 
-#: ``PolicyArrays.kind`` codes.
-NONE, TABLE, THRESHOLD, GIVEN = 0, 1, 2, 3
+#: ``PolicyArrays.kind`` codes: no exit; exit probabilities (a table on the grid, a threshold, a
+#: callable); reservation values (the MFG's continuation values on the grid, a callable's).
+NONE, TABLE, THRESHOLD, GIVEN, RESERVATION, GIVEN_RESERVATION = 0, 1, 2, 3, 4, 5
 
 Layout = namedtuple("Layout", ["pop_starts", "block_starts"])
 StepTables = namedtuple("StepTables", [
@@ -47,11 +51,22 @@ StepTables = namedtuple("StepTables", [
     "life", "pbar", "Kbar",  # (n_pop, n_t) remaining-life factor, (n_t,) calm price and target capital
     "shift", "cut",  # (n_pop, n_t) liquidity shifts at t_n, (n_t + 1,) capital cuts at t_n
 ])
-Constants = namedtuple("Constants", ["dt", "exact"])
+Constants = namedtuple("Constants", ["dt", "exact", "clearing"])
+ClearingTables = namedtuple("ClearingTables", [
+    "hazard",  # (n_pop, n_t) a_max(t_n) dt: the sale-process clock runs down by this each step
+    "phi", "delta", "ell",  # (n_pop,) transaction cost, distress discount and its level
+    "eps",  # logit temperature of the reservation prices (NAV units)
+    "tau_d", "gamma", "P_cap", "theta_K",  # the demand of the clearing market
+])
+Offers = namedtuple("Offers", ["r", "w", "a", "agent", "pop", "count"])
+Offers.__doc__ = """Offers of a step per work item, ``(n_items, block capacity)``: reservation price ``r`` (units
+of ``P``), NAV a year ``w``, deal-price multiplier ``a = A dfac(L)``, agent and population index;
+``count`` ``(n_items,)`` offers made."""
+AuctionScratch = namedtuple("AuctionScratch", ["r", "w", "a", "agent", "pop", "order"])
 PolicyArrays = namedtuple("PolicyArrays", ["kind", "table", "lower", "dx", "threshold", "prob"])
 Work = namedtuple("Work", ["s_hat", "K", "cst", "sumL", "cnt", "ex"])
-Paths = namedtuple("Paths", ["price", "vintage_price", "buyer_capital", "sell_pressure", "sell_flow", "exits",
-                             "active_count", "mean_liquidity"])
+Paths = namedtuple("Paths", ["price", "vintage_price", "buyer_capital", "sell_pressure", "sell_flow", "withdrawn",
+                             "exits", "active_count", "mean_liquidity"])
 Snapshots = namedtuple("Snapshots", ["index", "L", "status"])
 
 
@@ -110,6 +125,89 @@ def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, pol
         work.sumL[it, k] = s
         work.cnt[it, k] = c
         work.ex[it, k] = e
+
+
+@njit(cache=True)
+def _offer(policy, q_given, ct, k, n, r, i, x, life, gen, clock):
+    """Step ``n``'s offer of active LP ``i`` (population ``k``, liquidity ``x``) in the clearing market:
+    its reservation price in units of ``P`` (``inf``: no offer).
+
+    Reservation policies: the LP's sale-process clock runs down by ``a_max(t_n) dt``; when it
+    fires (probability ``1 - exp(-a_max dt)`` per step, memoryless), the LP draws a logistic
+    taste shock ``xi`` and a new clock, and offers at ``r = (C + phi - eps xi) / (A dfac(L))``.
+    Probability policies: the LP offers at any price (``r = 0``, a market order) with the
+    policy's probability."""
+    if policy.kind == RESERVATION or policy.kind == GIVEN_RESERVATION:
+        clock[r, i] -= ct.hazard[k, n]
+        if clock[r, i] > 0.0:
+            return np.inf
+        u = gen.random()
+        clock[r, i] = gen.standard_exponential()
+        xi = math.log(u) - math.log1p(-u) if u > 0.0 else -np.inf
+        if policy.kind == RESERVATION:
+            c = interp_at(policy.table[k, n], policy.lower, policy.dx, x)
+        else:
+            c = q_given[r, i]
+        dfac = max(1.0 - ct.delta[k] * max(ct.ell[k] - x, 0.0), 0.0)
+        num = c + ct.phi[k] - ct.eps * xi
+        den = life * dfac
+        if den > 0.0:
+            return num / den
+        return 0.0 if num < 0.0 else np.inf
+    return np.inf
+
+
+@njit(cache=True)
+def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, tables, consts, ct, policy, work, offers,
+                 snaps):
+    """Mean-field sums and the offers of the agents ``lo..hi-1`` of replication ``r`` (clearing market)."""
+    Lr = L[r]
+    st = status[r]
+    ps = layout.pop_starts
+    snap_j = snaps.index[n]
+    if snap_j >= 0:
+        for i in range(lo, hi):
+            snaps.L[r, snap_j, i] = Lr[i]
+            snaps.status[r, snap_j, i] = st[i]
+    cnt = 0
+    for k in range(work.sumL.shape[1]):
+        work.sumL[it, k] = 0.0
+        work.cnt[it, k] = 0
+        work.ex[it, k] = 0
+        a = max(lo, ps[k])
+        z = min(hi, ps[k + 1])
+        if a >= z or n < tables.n_first[k] or (tables.matures[k] and n >= tables.n_last[k]):
+            continue
+        decide = n < tables.n_last[k] and policy.kind != NONE
+        life = tables.life[k, n]
+        row = policy.table[k, n] if policy.kind == TABLE else policy.table[0, 0]
+        th = policy.threshold[k, n] if policy.kind == THRESHOLD or policy.kind == TABLE else 0.0
+        pr = policy.prob[k, n] if policy.kind == THRESHOLD else 0.0
+        s = 0.0
+        c = 0
+        for i in range(a, z):
+            if st[i] != ACTIVE:
+                continue
+            x = Lr[i]
+            s += x
+            c += 1
+            if not decide:
+                continue
+            if policy.kind == RESERVATION or policy.kind == GIVEN_RESERVATION:
+                res = _offer(policy, q_given, ct, k, n, r, i, x, life, gen, clock)
+            else:
+                q = _exit_probability(policy, q_given, k, n, r, i, x, row, th, pr)
+                res = 0.0 if q > 0.0 and gen.random() < q else np.inf
+            if res <= ct.P_cap:
+                offers.r[it, cnt] = res
+                offers.w[it, cnt] = tables.per_w[k] / consts.dt
+                offers.a[it, cnt] = life * max(1.0 - ct.delta[k] * max(ct.ell[k] - x, 0.0), 0.0)
+                offers.agent[it, cnt] = i
+                offers.pop[it, cnt] = k
+                cnt += 1
+        work.sumL[it, k] = s
+        work.cnt[it, k] = c
+    offers.count[it] = cnt
 
 
 @njit(cache=True)
@@ -186,6 +284,7 @@ def _market(n, n_steps, tables, consts, impact, work, paths, e_mass, a_n, pi):
         paths.buyer_capital[r, n] = work.K[r]
         paths.sell_pressure[r, n] = sh
         paths.sell_flow[r, n] = S
+        paths.withdrawn[r, n] = np.nan
         paths.mean_liquidity[r, n] = M
         for k in range(n_pop):
             paths.vintage_price[r, k, n] = pi[k]
@@ -197,8 +296,98 @@ def _market(n, n_steps, tables, consts, impact, work, paths, e_mass, a_n, pi):
             work.cst[r, k] = tables.kappa_target[k, n] + tables.lam[k] * mf + tables.alpha[k] * lp
 
 
+@njit(cache=True)
+def _clear(n, n_steps, status, gens, tables, consts, ct, work, offers, paths, scratch):
+    """Step 3 of the clearing market for every replication: the offers gathered in block order, the
+    uniform-price auction (:func:`abm.lp_market.auction.uniform_price_auction`), the sales, the
+    buyers' spend and refill, the next drift."""
+    n_reps = work.s_hat.shape[0]
+    n_pop = tables.weights.shape[0]
+    n_blocks = work.sumL.shape[0] // n_reps
+    pbar = tables.pbar[n]
+    for r in range(n_reps):
+        m = 0
+        for b in range(n_blocks):
+            it = r * n_blocks + b
+            for j in range(offers.count[it]):
+                scratch.r[m] = offers.r[it, j]
+                scratch.w[m] = offers.w[it, j]
+                scratch.a[m] = offers.a[it, j]
+                scratch.agent[m] = offers.agent[it, j]
+                scratch.pop[m] = offers.pop[it, j]
+                m += 1
+        K = work.K[r]
+        P, n_sold, vol, branch, fill = uniform_price_auction(scratch.r, scratch.w, m, K, pbar, consts.dt, ct,
+                                                             scratch.order)
+        spend = 0.0
+        for k in range(n_pop):
+            paths.exits[r, k, n] = 0
+        for j in range(n_sold):
+            o = scratch.order[j]
+            status[r, scratch.agent[o]] = SOLD
+            k = scratch.pop[o]
+            paths.exits[r, k, n] += 1
+            spend += P * scratch.a[o] * tables.per_w[k]
+        if fill > 0.0:  # the marginal offer: a lottery with the replication's own generator, within the budget
+            o = scratch.order[n_sold]
+            k = scratch.pop[o]
+            cost = P * scratch.a[o] * tables.per_w[k]
+            if gens[n_reps * n_blocks + r].random() < fill and spend + cost <= K:
+                status[r, scratch.agent[o]] = SOLD
+                paths.exits[r, k, n] += 1
+                spend += cost
+                vol += scratch.w[o]
+                n_sold += 1
+        withdrawn = 0.0  # offers that would have sold at pbar and did not (NAV a year)
+        if P < pbar:
+            for j in range(n_sold, m):
+                if scratch.r[scratch.order[j]] <= pbar:
+                    withdrawn += scratch.w[scratch.order[j]]
+        M = _sums(n, r, n_blocks, tables, work, paths)
+        paths.price[r, n] = P
+        paths.buyer_capital[r, n] = K
+        paths.sell_pressure[r, n] = np.nan
+        paths.sell_flow[r, n] = vol
+        paths.withdrawn[r, n] = withdrawn
+        paths.mean_liquidity[r, n] = M
+        for k in range(n_pop):
+            paths.vintage_price[r, k, n] = P * tables.life[k, n]
+        left = K - spend
+        K_next = left + consts.dt * ct.theta_K * (tables.Kbar[n] - left)
+        work.K[r] = K_next * (1.0 - tables.cut[n + 1]) if n < n_steps else K_next
+        _next_drift(n, r, P, M, tables, work)
+
+
+@njit(cache=True)
+def _sums(n, r, n_blocks, tables, work, paths):
+    """Active counts of replication ``r`` into ``paths`` and the NAV-weighted mean liquidity (NaN if nobody)."""
+    num = 0.0
+    den = 0.0
+    for k in range(tables.weights.shape[0]):
+        s = 0.0
+        c = 0
+        for b in range(n_blocks):
+            j = r * n_blocks + b
+            s += work.sumL[j, k]
+            c += work.cnt[j, k]
+        paths.active_count[r, k, n] = c
+        num += tables.per_w[k] * s
+        den += tables.per_w[k] * c
+    return num / den if den > 0.0 else np.nan
+
+
+@njit(cache=True)
+def _next_drift(n, r, P, M, tables, work):
+    """The drift constants of replication ``r`` for the transport of step ``n``."""
+    lp = math.log(P / tables.pbar[n])
+    mf = M if M == M else 0.0  # NaN (nobody active) acts on nobody
+    for k in range(tables.weights.shape[0]):
+        work.cst[r, k] = tables.kappa_target[k, n] + tables.lam[k] * mf + tables.alpha[k] * lp
+
+
 @njit(cache=True, parallel=True)
-def run_steps(n0, n1, n_steps, L, status, gens, q_given, layout, tables, consts, impact, policy, work, paths, snaps):
+def run_steps(n0, n1, n_steps, L, status, gens, q_given, clock, layout, tables, consts, impact, ct, policy, work,
+              offers, paths, snaps, scratch):
     """Steps ``n0..n1-1`` of every replication (the step of :mod:`abm.lp_market.engine`)."""
     n_reps = L.shape[0]
     n_pop = tables.weights.shape[0]
@@ -209,13 +398,22 @@ def run_steps(n0, n1, n_steps, L, status, gens, q_given, layout, tables, consts,
     a_n = np.empty(n_pop)
     pi = np.empty(n_pop)
     for n in range(n0, n1):
-        for it in prange(n_items):
-            j = np.intp(it)
-            r = j // n_blocks
-            b = j - r * n_blocks
-            _decide_block(n, r, starts[b], starts[b + 1], j, gens[j], L, status, q_given, layout, tables, policy,
-                          work, snaps)
-        _market(n, n_steps, tables, consts, impact, work, paths, e_mass, a_n, pi)
+        if consts.clearing:
+            for it in prange(n_items):
+                j = np.intp(it)
+                r = j // n_blocks
+                b = j - r * n_blocks
+                _offer_block(n, r, starts[b], starts[b + 1], j, gens[j], L, status, clock, q_given, layout, tables,
+                             consts, ct, policy, work, offers, snaps)
+            _clear(n, n_steps, status, gens, tables, consts, ct, work, offers, paths, scratch)
+        else:
+            for it in prange(n_items):
+                j = np.intp(it)
+                r = j // n_blocks
+                b = j - r * n_blocks
+                _decide_block(n, r, starts[b], starts[b + 1], j, gens[j], L, status, q_given, layout, tables, policy,
+                              work, snaps)
+            _market(n, n_steps, tables, consts, impact, work, paths, e_mass, a_n, pi)
         if n < n_steps:
             for it in prange(n_items):
                 j = np.intp(it)

@@ -1,15 +1,26 @@
 """Exit policies for the finite-N LP market (docs/model.md 2.8).
 
-A policy gives, at step ``n`` (from ``t_n`` to ``t_{n+1}``), the probability ``q`` that
-an active LP of population ``k`` holding liquidity ``L`` sells during the step.  The
-engine (:mod:`abm.lp_market.engine`) and the Mesa model (:mod:`abm.lp_market.mesa_model`) accept:
+A policy says, at step ``n`` (from ``t_n`` to ``t_{n+1}``), how an active LP of population
+``k`` holding liquidity ``L`` sells during the step, in one of two forms:
+
+* **reservation values** (the clearing market): the LP's continuation value ``C`` (NAV
+  units).  When its sale-process clock fires, the LP draws a logistic taste shock and
+  offers its stake at the reservation price ``(C + phi - eps xi) / (A dfac(L))``; the
+  step's uniform-price auction decides whether it sells (:mod:`abm.lp_market.auction`);
+* **exit probabilities** ``q``: in the impact market the LP sells with probability ``q``;
+  in the clearing market it then offers at any price (a market order).
+
+The engine (:mod:`abm.lp_market.engine`) and the Mesa model (:mod:`abm.lp_market.mesa_model`) accept:
 
 * ``None`` — nobody exits (:class:`NoExit`);
-* an :class:`~mfg.lp_exit.LPExitResult` or :class:`MFGPolicy` — the mean-field
-  game's exit probabilities ``exit_prob[k, n, :]`` evaluated at each LP's own ``L`` by
-  the P1 interpolation the solver uses (:func:`mfg.semi_lagrangian.interp_at`, constant
-  outside the grid), at the same step ``n``; "evaluate an MFG policy in the N-player
-  game";
+* an :class:`~mfg.lp_exit.LPExitResult` or :class:`MFGPolicy` — the mean-field game's
+  policy at each LP's own ``L`` by the P1 interpolation the solver uses
+  (:func:`mfg.semi_lagrangian.interp_at`, constant outside the grid), at the same step
+  ``n``: its continuation values ``continuation[k, n, :]`` in the clearing market, its exit
+  probabilities ``exit_prob[k, n, :]`` in the impact market; "evaluate an MFG policy in the
+  N-player game";
+* :class:`ReservationPolicy` — a callable ``fn(L, ctx) -> C`` giving reservation values
+  (clearing market);
 * :class:`ThresholdPolicy` — exit with probability ``prob[k, n]`` while
   ``L < threshold[k, n]`` (by default ``prob`` is the population's
   ``q_max = 1 - exp(-a_max dt)``, the MFG's bound on a step's exit probability);
@@ -37,7 +48,7 @@ import numpy as np
 from mfg.lp_exit.discretisation import discretise
 from mfg.semi_lagrangian import interp_at
 
-from .kernels import GIVEN, NONE, TABLE, THRESHOLD, PolicyArrays
+from .kernels import GIVEN, GIVEN_RESERVATION, NONE, RESERVATION, TABLE, THRESHOLD, PolicyArrays
 
 __all__ = [
     "NONE",
@@ -52,6 +63,7 @@ __all__ = [
     "MFGPolicy",
     "ThresholdPolicy",
     "CallablePolicy",
+    "ReservationPolicy",
     "as_policy",
 ]
 
@@ -127,14 +139,19 @@ class BoundPolicy:
         raise TypeError("a callable policy is evaluated with call(L, ctx), not q()")
 
     def call(self, L: np.ndarray, ctx: DecisionContext) -> np.ndarray:
-        """Run the callable on ``L`` and validate its answer (``GIVEN`` only)."""
+        """Run the callable on ``L`` and validate its answer (``GIVEN``: probabilities in ``[0, 1]``;
+        ``GIVEN_RESERVATION``: finite reservation values)."""
         q = np.asarray(self.fn(L, ctx), dtype=float)
         try:
             q = np.broadcast_to(q, L.shape)
         except ValueError:
             raise ValueError(f"policy callable returned shape {q.shape} for {L.shape[0]} LPs "
                              f"(population {ctx.name!r}, step {ctx.step})") from None
-        if not np.all((q >= 0.0) & (q <= 1.0)):  # also catches NaN
+        if self.kind == GIVEN_RESERVATION:
+            if not np.all(np.isfinite(q)):
+                raise ValueError(f"reservation callable returned non-finite values (population {ctx.name!r}, "
+                                 f"step {ctx.step})")
+        elif not np.all((q >= 0.0) & (q <= 1.0)):  # also catches NaN
             raise ValueError(f"policy callable returned exit probabilities outside [0, 1] or NaN "
                              f"(population {ctx.name!r}, step {ctx.step})")
         return q
@@ -186,11 +203,24 @@ class MFGPolicy(Policy):
         if r.t.shape != ctx.t.shape or not np.allclose(r.t, ctx.t, rtol=0.0, atol=1e-9 * ctx.dt):
             raise ValueError(f"policy time axis [{r.t[0]}, {r.t[-1]}] with {r.t.size} entries does not match the "
                              f"market's [{ctx.t[0]}, {ctx.t[-1]}] with {ctx.t.size} entries")
+        kind = ctx.model.market.kind
+        if r.model.market.kind != kind:
+            raise ValueError(f"the MFG policy was solved for the {r.model.market.kind} market; this market is the "
+                             f"{kind} market (market.kind)")
+        lower, dx = float(r.L[0]), float(r.L[1] - r.L[0])
+        if kind == "clearing":
+            C = getattr(r, "continuation", None)
+            if C is None:
+                raise ValueError("the MFG policy holds no continuation values (solve with store='all')")
+            C = np.ascontiguousarray(C, dtype=float)
+            if C.shape[:2] != (ctx.n_pop, ctx.n_t) or not np.all(np.isfinite(C)):
+                raise ValueError(f"policy continuation has shape {C.shape} or non-finite entries; "
+                                 f"expected ({ctx.n_pop}, {ctx.n_t}, n_L)")
+            return BoundPolicy(RESERVATION, C, lower, dx, _DUMMY2, _DUMMY2)
         table = np.ascontiguousarray(r.exit_prob, dtype=float)
         if table.shape[:2] != (ctx.n_pop, ctx.n_t) or not np.all(np.isfinite(table)):
             raise ValueError(f"policy exit_prob has shape {table.shape} or non-finite entries; "
                              f"expected ({ctx.n_pop}, {ctx.n_t}, n_L)")
-        lower, dx = float(r.L[0]), float(r.L[1] - r.L[0])
         # q is exactly 0 from two cells above the last nonzero node on (P1 of zeros): the
         # kernels skip the interpolation there, which changes no result
         nz = table != 0.0
@@ -233,8 +263,7 @@ class ThresholdPolicy(Policy):
     def bind(self, ctx: MarketContext) -> BoundPolicy:
         thr = self._expand(self.threshold, "threshold", ctx)
         if self.prob is None:
-            qmax = discretise(ctx.model, ctx.dt).q_max
-            prob = np.ascontiguousarray(np.repeat(qmax[:, None], ctx.n_t, axis=1))
+            prob = np.ascontiguousarray(discretise(ctx.model, ctx.dt).q_max)
         else:
             prob = self._expand(self.prob, "prob", ctx)
         if np.any((prob < 0.0) | (prob > 1.0)):
@@ -243,6 +272,25 @@ class ThresholdPolicy(Policy):
 
     def __repr__(self) -> str:
         return f"ThresholdPolicy(threshold={self.threshold!r}, prob={self.prob!r})"
+
+
+class ReservationPolicy(Policy):
+    """A user function ``fn(L, ctx) -> C`` on arrays giving each deciding LP's reservation (continuation)
+    value in NAV units (clearing market): when an LP's sale-process clock fires it offers at
+    ``(C + phi - eps xi) / (A dfac(L))`` (module docstring).  ``ctx`` as for :class:`CallablePolicy`."""
+
+    def __init__(self, fn: Callable):
+        if not callable(fn):
+            raise TypeError(f"ReservationPolicy needs a callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def bind(self, ctx: MarketContext) -> BoundPolicy:
+        if ctx.model.market.kind != "clearing":
+            raise ValueError("a ReservationPolicy needs the clearing market (market.kind = 'clearing')")
+        return BoundPolicy(GIVEN_RESERVATION, _DUMMY3, 0.0, 1.0, _DUMMY2, _DUMMY2, fn=self.fn)
+
+    def __repr__(self) -> str:
+        return f"ReservationPolicy({self.fn!r})"
 
 
 class CallablePolicy(Policy):

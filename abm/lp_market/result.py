@@ -27,7 +27,10 @@ class MarketSimulation:
     weights : (n_pop,) NAV weights (normalised); each LP of ``k`` carries ``weights[k] / n_k``.
     price : (R, n_t) ``P^n``.   vintage_price : (R, n_pop, n_t) ``pi_k^n``.
     buyer_capital : (R, n_t) ``K^n`` at the start of step ``n`` (after a capital cut at ``t_n``).
-    sell_pressure : (R, n_t) ``Ŝ^n``.   sell_flow : (R, n_t) ``S^n`` (NAV/yr).
+    sell_pressure : (R, n_t) ``Ŝ^n`` (impact market; NaN in the clearing market).
+    sell_flow : (R, n_t) the volume that trades, ``S^n`` (NAV/yr).
+    withdrawn : (R, n_t) offers that would have sold at ``pbar`` and did not, NAV/yr
+        (clearing market; NaN in the impact market).
     mean_liquidity : (R, n_t) ``M^n`` (NaN where nobody is active).
     exits : (R, n_pop, n_t) LPs selling in step ``n``.
     active_count : (R, n_pop, n_t) active LPs at ``t_n`` (before the step's sales).
@@ -47,6 +50,7 @@ class MarketSimulation:
     buyer_capital: np.ndarray
     sell_pressure: np.ndarray
     sell_flow: np.ndarray
+    withdrawn: np.ndarray
     mean_liquidity: np.ndarray
     exits: np.ndarray
     active_count: np.ndarray
@@ -110,7 +114,7 @@ class MarketSimulation:
         """Tidy frames.
 
         ``"market"``: one row per (replication, time): ``replication, step, t, price,
-        discount, buyer_capital, sell_pressure, sell_flow, mean_liquidity, active_nav``.
+        discount, buyer_capital, sell_pressure, sell_flow, withdrawn, mean_liquidity, active_nav``.
         ``"populations"``: one row per (replication, population, time): ``replication,
         population, step, t, vintage_price, exits, exit_fraction, active_count, active_mass, flow``.
         ``"agents"``: the snapshots, one row per (replication, snapshot, agent):
@@ -127,6 +131,7 @@ class MarketSimulation:
                 "buyer_capital": self.buyer_capital.ravel(),
                 "sell_pressure": self.sell_pressure.ravel(),
                 "sell_flow": self.sell_flow.ravel(),
+                "withdrawn": self.withdrawn.ravel(),
                 "mean_liquidity": self.mean_liquidity.ravel(),
                 "active_nav": self.active_nav.ravel(),
             })

@@ -8,13 +8,14 @@ CSV tables and PNG figures in ``out/<name>/`` (all written atomically by
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from experiments.io import save_figure, write_csv, write_text
+from experiments.io import folder_lock, save_figure, write_csv, write_text
 
 __all__ = ["ExperimentReport", "EXPERIMENTS", "register", "write_report", "SCENARIO_DIR"]
 
@@ -43,13 +44,21 @@ EXPERIMENTS: dict[str, Callable[..., ExperimentReport]] = {}
 
 
 def register(name: str):
-    """Decorator: add an experiment's ``run`` to :data:`EXPERIMENTS` under ``name``."""
+    """Decorator: add an experiment's ``run`` to :data:`EXPERIMENTS` under ``name``; the registered
+    (and returned) ``run`` holds the lock of ``out/<name>/`` (:func:`experiments.io.folder_lock`)."""
 
     def deco(fn):
         if name in EXPERIMENTS:
             raise ValueError(f"crisis experiment {name!r} registered twice")
-        EXPERIMENTS[name] = fn
-        return fn
+
+        @functools.wraps(fn)
+        def locked(out, *args, **kwargs):
+            # one run at a time in out/<name>/: a second run refuses before it computes anything
+            with folder_lock(Path(out) / name, what=f"crisis experiment {name}"):
+                return fn(out, *args, **kwargs)
+
+        EXPERIMENTS[name] = locked
+        return locked
 
     return deco
 
@@ -59,10 +68,11 @@ def write_report(report: ExperimentReport, out: Path) -> ExperimentReport:
     import matplotlib.pyplot as plt
 
     folder = Path(out) / report.name
-    files = [write_text(folder / "summary.md", report.summary)]
-    for stem, frame in report.tables.items():
-        files.append(write_csv(folder / f"{stem}.csv", frame))
-    for stem, fig in report.figures.items():
-        files.append(save_figure(folder / f"{stem}.png", fig))
-        plt.close(fig)
+    with folder_lock(folder, what=f"crisis experiment {report.name}"):  # held already when run by its command
+        files = [write_text(folder / "summary.md", report.summary)]
+        for stem, frame in report.tables.items():
+            files.append(write_csv(folder / f"{stem}.csv", frame))
+        for stem, fig in report.figures.items():
+            files.append(save_figure(folder / f"{stem}.png", fig))
+            plt.close(fig)
     return ExperimentReport(report.name, report.summary, report.facts, report.tables, {}, tuple(files))

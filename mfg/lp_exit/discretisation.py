@@ -65,7 +65,8 @@ class LPDiscretisation:
     in_window: np.ndarray  # (n_pop,) bool: False for a fund that matured before the window
     active: np.ndarray  # (n_pop, n_t) bool: rows on which the population holds stakes
     discount: np.ndarray  # (n_pop,) exp(-(r - g) dt)
-    q_max: np.ndarray  # (n_pop,) 1 - exp(-a_max dt)
+    q_max: np.ndarray  # (n_pop, n_t) 1 - exp(-a_max(t_n) dt) (seasonal a_max_factor included)
+    eta_extra: np.ndarray  # (n_pop, n_t) eta (eta_factor(t_n) - 1) dt: the seasonal extra holding cost
     drift_a: np.ndarray  # (n_pop,) kappa + lam
     lam: np.ndarray  # (n_pop,)
     alpha: np.ndarray  # (n_pop,)
@@ -83,6 +84,8 @@ class LPDiscretisation:
     x: np.ndarray | None = None  # (n_L,) liquidity nodes
     m0: np.ndarray | None = None  # (n_pop, n_L) masses placed at n_first
     running: np.ndarray | None = None  # (n_pop, n_L) (y - c(L)) dt
+    cost_shape: np.ndarray | None = None  # (n_pop, n_L) (ell - L)^+
+    dfac: np.ndarray | None = None  # (n_pop, n_L) distress factor of the deal price (1 - delta (ell - L)^+)^+
     terminal: np.ndarray | None = None  # (n_L,) V at maturity (= 1: the fund pays NAV)
 
     @property
@@ -106,24 +109,30 @@ class LPDiscretisation:
     def mesh(self) -> Mesh:
         return Mesh(float(self.grid.L_min), float(self.grid.dL), self.dt)
 
+    @property
+    def market_kind(self) -> str:
+        return self.model.market.kind
+
     def population(self, k: int) -> PopulationData:
         """The kernels' :class:`~mfg.lp_exit.kernels.PopulationData` of population ``k``."""
         return PopulationData(int(self.n_first[k]), int(self.n_last[k]), self.terminal, self.running[k],
-                              float(self.discount[k]), float(self.q_max[k]), float(self.drift_a[k]))
+                              float(self.discount[k]), self.q_max[k], float(self.drift_a[k]), self.dfac[k],
+                              float(self.phi[k]), self.cost_shape[k], self.eta_extra[k])
 
     def drift_constant(self, P: np.ndarray, M: np.ndarray) -> np.ndarray:
         """``(n_pop, n_t)`` constant part of the drift on a path: ``kappa (lbar + s) + lam M + alpha log(P/P̄)``."""
         logp = np.log(P / self.pbar)
         return np.array([self.kappa_target[k] + self.lam[k] * M + self.alpha[k] * logp for k in range(self.n_pop)])
 
-    def exit_value(self, P: np.ndarray) -> np.ndarray:
-        """``(n_pop, n_t)`` exit value ``G = P A_k - phi_k`` on a price path."""
-        return np.array([P * self.life_factor[k] - self.phi[k] for k in range(self.n_pop)])
+    def vintage_price(self, P: np.ndarray) -> np.ndarray:
+        """``(n_pop, n_t)`` vintage price ``P A_k`` on a price path (the deal price of an LP who is not
+        distressed; the exit value at liquidity ``L`` is ``P A_k dfac_k(L) - phi_k``)."""
+        return np.array([P * self.life_factor[k] for k in range(self.n_pop)])
 
     def coefficients(self, P: np.ndarray, M: np.ndarray) -> list[StepCoefficients]:
         """The kernels' :class:`~mfg.lp_exit.kernels.StepCoefficients` of every population on the path ``(P, M)``."""
-        c, G = self.drift_constant(P, M), self.exit_value(P)
-        return [StepCoefficients(c[k], self.sigma[k], G[k]) for k in range(self.n_pop)]
+        c, gain = self.drift_constant(P, M), self.vintage_price(P)
+        return [StepCoefficients(c[k], self.sigma[k], gain[k]) for k in range(self.n_pop)]
 
 
 def _start_step(model: LPExitModel, dt: float, N: int, n_L: int | None, initial: LPState | None) -> int:
@@ -216,11 +225,13 @@ def discretise(model: LPExitModel, grid: Grid | float, *, initial: LPState | Non
     N = t.size - 1
     pops = model.populations
     n_first, n_last, matures = _entry_and_maturity(model, dt, N_full)
-    m0 = x = running = terminal = None
+    m0 = x = running = terminal = cost_shape = dfac = None
     if spatial:
         x = np.linspace(grid.L_min, grid.L_max, grid.n_L)
         m0 = np.array([initial_masses(p.initial_mean, p.initial_std, x, grid.L_min, grid.dL) for p in pops])
         running = np.array([(p.y - p.eta * np.maximum(p.ell - x, 0.0)) * dt for p in pops])
+        cost_shape = np.array([np.maximum(p.ell - x, 0.0) for p in pops])
+        dfac = np.array([np.maximum(1.0 - p.delta * np.maximum(p.ell - x, 0.0), 0.0) for p in pops])
         terminal = np.ones(grid.n_L)
     m0, exited0, matured0, in_window = _state_rows(model, initial, n0, n_first, n_last, matures, m0)
     n_first = np.maximum(n_first - n0, 0)
@@ -235,7 +246,10 @@ def discretise(model: LPExitModel, grid: Grid | float, *, initial: LPState | Non
         model=model, dt=dt, n0=n0, t=t, names=tuple(p.name for p in pops), weights=model.weights,
         n_first=n_first, n_last=n_last, matures=matures, in_window=in_window, active=active,
         discount=np.array([math.exp(-(p.r - p.g) * dt) for p in pops]),
-        q_max=np.array([-math.expm1(-p.a_max * dt) for p in pops]),
+        q_max=np.ascontiguousarray(np.array([-np.expm1(-(p.a_max * p.seasonal_factor("a_max_factor", t)) * dt)
+                                             for p in pops])),
+        eta_extra=np.ascontiguousarray(np.array([p.eta * (p.seasonal_factor("eta_factor", t) - 1.0) * dt
+                                                 for p in pops])),
         drift_a=np.array([p.kappa + p.lam for p in pops], dtype=float),
         lam=np.array([p.lam for p in pops], dtype=float),
         alpha=np.array([p.alpha for p in pops], dtype=float),
@@ -244,7 +258,8 @@ def discretise(model: LPExitModel, grid: Grid | float, *, initial: LPState | Non
         life_factor=np.ascontiguousarray(np.array([mk.remaining_life_factor(p.maturity - t) for p in pops])),
         Kbar=Kbar, pbar=pbar, sigma=sigma,
         K0=float(mk.K0) if initial is None else initial.K,
-        S0=float(mk.S0) if initial is None else initial.S_hat,
+        S0=float(getattr(mk, "S0", 0.0)) if initial is None else initial.S_hat,
         exited0=exited0, matured0=matured0,
-        grid=grid if spatial else None, x=x, m0=m0, running=running, terminal=terminal,
+        grid=grid if spatial else None, x=x, m0=m0, running=running, cost_shape=cost_shape, dfac=dfac,
+        terminal=terminal,
     )

@@ -73,9 +73,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import exit_rule, keeps_every_row, last_moments, row_pair
+from .kernels import exit_rule, keeps_every_row, last_moments, row_pair, running_at, step_moments
 
-__all__ = ["fd_backward_sweep", "fd_forward_sweep", "fd_backward", "fd_forward"]
+__all__ = ["fd_backward_sweep", "fd_forward_sweep", "fd_backward", "fd_forward", "fd_transport"]
 
 
 @njit(cache=True, inline="always")
@@ -104,7 +104,7 @@ def _rates(i, n, diff, h0, h1, lower, dx):
 
 
 @njit(cache=True)
-def _solve_step(coef, pop, mesh, t, rhs, transpose, cp, out):
+def _solve_step(drift_c_t, sigma_t, drift_a, mesh, rhs, transpose, cp, out):
     """Solve ``(I - dt A_n) x = rhs`` (or its transpose) by the Thomas algorithm.
 
     Row ``i`` of ``I - dt A_n``: ``-lo_i`` at ``i-1``, ``1 + lo_i + up_i`` at ``i``, ``-up_i``
@@ -114,7 +114,6 @@ def _solve_step(coef, pop, mesh, t, rhs, transpose, cp, out):
     ``rhs`` gives a non-negative ``x`` exactly, with no cancellation.  ``cp`` is scratch;
     ``out`` may not alias ``rhs``.
     """
-    drift_c_t, drift_a, sigma_t = coef.drift_c[t], pop.drift_a, coef.sigma[t]
     dt, lower, dx = mesh.dt, mesh.lower, mesh.dx
     n = rhs.shape[0]
     diff = 0.5 * sigma_t * sigma_t / (dx * dx) * dt
@@ -160,19 +159,21 @@ def fd_backward_sweep(pop, coef, rule, mesh):
     V = np.full((n_t, n), np.nan)
     q = np.zeros((n_t, n))
     thr = np.full(n_t, np.nan)
-    fd_backward(pop, coef, rule, mesh, V, q, thr)
+    fd_backward(pop, coef, rule, mesh, V, q, thr, np.empty((0, 0)))
     return V, q, thr
 
 
 @njit(cache=True, nogil=True)
-def fd_backward(pop, coef, rule, mesh, V, q, thr):
+def fd_backward(pop, coef, rule, mesh, V, q, thr, C):
     """:func:`fd_backward_sweep` into given arrays: the buffered contract of :func:`mfg.lp_exit.kernels.sl_backward`.
 
     ``V`` is ``(n_t, n)`` (every row) or ``(2, n)`` (two rows, row ``t`` in ``V[t % 2]``);
-    writes ``V`` rows ``n_first..n_last``, ``q`` rows ``n_first..n_last-1`` and
-    ``thr[n_first:n_last]`` (NaN where no threshold).
+    writes ``V`` rows ``n_first..n_last``, ``q`` rows ``n_first..n_last-1``,
+    ``thr[n_first:n_last]`` (NaN where no threshold) and, when ``C`` is not empty, the
+    continuation values.
     """
     n = pop.running.shape[0]
+    keep_C = C.shape[0] > 0
     full = keeps_every_row(V, coef.drift_c.shape[0])
     crow = np.empty(n)
     cp = np.empty(n)
@@ -182,10 +183,12 @@ def fd_backward(pop, coef, rule, mesh, V, q, thr):
         V[nl, i] = pop.terminal[i]
     for t in range(pop.n_last - 1, pop.n_first - 1, -1):
         cur, nxt = row_pair(V, t, full)
-        _solve_step(coef, pop, mesh, t, nxt, False, cp, E)
+        _solve_step(coef.drift_c[t], coef.sigma[t], pop.drift_a, mesh, nxt, False, cp, E)
         for i in range(n):
-            crow[i] = pop.running[i] + pop.discount * E[i]
-        thr[t] = exit_rule(crow, coef.G[t], pop.q_max, rule, t, cur, q[t], mesh.lower, mesh.dx)
+            crow[i] = running_at(pop, t, i) + pop.discount * E[i]
+        if keep_C:
+            C[t, :] = crow
+        thr[t] = exit_rule(crow, coef.gain[t], pop, rule, t, cur, q[t], mesh.lower, mesh.dx)
 
 
 @njit(cache=True, nogil=True)
@@ -213,13 +216,9 @@ def fd_forward(m0, pop, coef, q, mesh, m, exited, moments):
     with ``stats`` of shape ``(3, n_t)`` (mass, first moment over ``x``, exit sensitivity per
     step, summed in node order) or empty arrays.
     """
-    x, stats = moments
     n = m0.shape[0]
     full = keeps_every_row(m, coef.drift_c.shape[0])
-    want = stats.shape[0] == 3
-    q_max = pop.q_max
-    sens = want and q_max > 0.0
-    inv = 1.0 / q_max if sens else 0.0
+    want = moments[1].shape[0] == 3
     cp = np.empty(n)
     rhs = np.empty(n)
     r0 = pop.n_first if full else pop.n_first & 1
@@ -227,26 +226,22 @@ def fd_forward(m0, pop, coef, q, mesh, m, exited, moments):
         m[r0, i] = m0[i]
     for t in range(pop.n_first, pop.n_last):
         cur, nxt = row_pair(m, t, full)
-        e = 0.0
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        for i in range(n):
-            mass = cur[i]
-            qi = q[t, i]
-            out = mass * qi
-            e += out
-            rhs[i] = mass - out
-            if want:
-                s0 += mass
-                s1 += x[i] * mass
-                if sens and qi > 0.0:
-                    s2 += mass * qi * (1.0 - qi * inv)
-        exited[t] = e
         if want:
-            stats[0, t] = s0
-            stats[1, t] = s1
-            stats[2, t] = s2
-        _solve_step(coef, pop, mesh, t, rhs, True, cp, nxt)
+            step_moments(cur, q[t], pop.q_max[t], moments, t)
+        exited[t] = fd_transport(cur, nxt, q[t], coef.drift_c[t], coef.sigma[t], pop.drift_a, mesh, cp, rhs)
     if want:
         last_moments(m, pop.n_last, full, moments)
+
+
+@njit(cache=True, nogil=True)
+def fd_transport(cur, nxt, qt, drift_c_t, sigma_t, drift_a, mesh, cp, rhs):
+    """One FD forward step of one population: the mass ``m_i q_i`` exits and ``nxt`` solves
+    ``(I - dt A_n)^T nxt = cur (1 - q)``; ``cp``, ``rhs`` are scratch.  Returns the exited mass."""
+    e = 0.0
+    for i in range(cur.shape[0]):
+        mass = cur[i]
+        out = mass * qt[i]
+        e += out
+        rhs[i] = mass - out
+    _solve_step(drift_c_t, sigma_t, drift_a, mesh, rhs, True, cp, nxt)
+    return e

@@ -35,29 +35,38 @@ __all__ = [
     "PopulationData",
     "StepCoefficients",
     "ExitRule",
+    "simple_population",
     "LOGIT_CUTOFF",
     "backward_sweep",
     "forward_sweep",
     "sl_backward",
     "sl_forward",
+    "sl_transport",
+    "step_moments",
     "exit_rule",
+    "running_at",
     "no_moments",
 ]
 
 Mesh = namedtuple("Mesh", ["lower", "dx", "dt"])
 Mesh.__doc__ = "The liquidity grid ``lower + i dx`` and the time step ``dt`` (years)."
 
-PopulationData = namedtuple("PopulationData",
-                            ["n_first", "n_last", "terminal", "running", "discount", "q_max", "drift_a"])
+PopulationData = namedtuple("PopulationData", ["n_first", "n_last", "terminal", "running", "discount", "q_max",
+                                               "drift_a", "dfac", "phi", "cost_shape", "eta_extra"])
 PopulationData.__doc__ = """Path-independent data of one population (docs/model.md 2.3, 2.6).
 
 ``n_first``/``n_last``: first decision step and terminal step (``V[n_last] = terminal``);
 ``running``: ``(y - c(L)) dt`` at the nodes; ``discount``: ``exp(-(r - g) dt)``;
-``q_max``: ``1 - exp(-a_max dt)``; ``drift_a``: ``kappa + lam`` (the drift's slope)."""
+``q_max``: ``(n_t,)`` per-step sale-process probability ``1 - exp(-a_max(t_n) dt)``;
+``drift_a``: ``kappa + lam`` (the drift's slope); ``dfac``: ``(n_L,)`` distress factor of the
+deal price ``(1 - delta (ell - L)^+)^+``; ``phi``: transaction cost; ``cost_shape``:
+``(ell - L)^+`` and ``eta_extra``: ``(n_t,)`` the seasonal extra holding cost
+``eta (eta_factor(t_n) - 1) dt``, so that step ``n`` pays ``running - eta_extra[n] cost_shape``."""
 
-StepCoefficients = namedtuple("StepCoefficients", ["drift_c", "sigma", "G"])
+StepCoefficients = namedtuple("StepCoefficients", ["drift_c", "sigma", "gain"])
 StepCoefficients.__doc__ = """Per-step coefficients of one population on a price path, each ``(n_t,)``:
-the drift's constant part ``drift_c``, the volatility ``sigma`` and the exit value ``G``."""
+the drift's constant part ``drift_c``, the volatility ``sigma`` and the vintage price
+``gain = P A(remaining life)``; the exit value at node ``i`` is ``gain dfac_i - phi``."""
 
 ExitRule = namedtuple("ExitRule", ["temperature", "evaluate", "q_given"])
 ExitRule.__doc__ = """The exit decision: ``q = q_max logistic((G - C)/temperature)`` for ``temperature > 0``,
@@ -67,6 +76,16 @@ ExitRule.__doc__ = """The exit decision: ``q = q_max logistic((G - C)/temperatur
 #: (the neglected probability is below ``q_max * exp(-40) = 4e-18 q_max``); above
 #: ``+LOGIT_CUTOFF`` the logistic function is exactly 1.0 in double precision anyway.
 LOGIT_CUTOFF = 40.0
+
+
+def simple_population(n_first: int, n_last: int, terminal, running, discount: float, q_max: float, drift_a: float,
+                      n_t: int) -> PopulationData:
+    """A :class:`PopulationData` with a constant ``q_max``, no distress discount (``dfac = 1``), no
+    transaction cost and no seasonal holding cost: the exit value is then the step's ``gain``."""
+    n = np.asarray(running).shape[0]
+    return PopulationData(int(n_first), int(n_last), np.asarray(terminal, dtype=float),
+                          np.asarray(running, dtype=float), float(discount), np.full(n_t, float(q_max)),
+                          float(drift_a), np.ones(n), 0.0, np.zeros(n), np.zeros(n_t))
 
 
 def no_moments():
@@ -138,12 +157,12 @@ def interior_range(rate, sp0, sm0, last, n):
 
 
 @njit(cache=True, inline="always")
-def _feet(coef, pop, mesh, t):
-    """Grid coordinates of the two feet of node 0 at step ``t`` and the per-node rate: ``(sp0, sm0, rate)``."""
+def _feet(drift_c_t, sigma_t, drift_a, mesh):
+    """Grid coordinates of the two feet of node 0 for one step, and the per-node rate: ``(sp0, sm0, rate)``."""
     dt = mesh.dt
-    sq = coef.sigma[t] * math.sqrt(dt) / mesh.dx
-    base = (coef.drift_c[t] * dt - pop.drift_a * dt * mesh.lower) / mesh.dx
-    return base + sq, base - sq, 1.0 - pop.drift_a * dt
+    sq = sigma_t * math.sqrt(dt) / mesh.dx
+    base = (drift_c_t * dt - drift_a * dt * mesh.lower) / mesh.dx
+    return base + sq, base - sq, 1.0 - drift_a * dt
 
 
 # ----------------------------------------------------------------------------------
@@ -152,18 +171,22 @@ def _feet(coef, pop, mesh, t):
 
 
 @njit(cache=True, nogil=True)
-def exit_rule(crow, gt, q_max, rule, t, cur, qt, lower, dx):
+def exit_rule(crow, gain_t, pop, rule, t, cur, qt, lower, dx):
     """The exit step of docs/model.md 2.3 on one row: ``q`` into ``qt``, ``V = C + q (G - C)`` into ``cur``.
 
-    ``crow``: continuation values ``C`` at the nodes; ``gt``: the exit value ``G`` of the
-    step; ``rule``: :class:`ExitRule` (``q_given[t]`` is read when evaluating a policy).
-    Where the logit is cut off (``(G - C)/temperature < -LOGIT_CUTOFF``), ``q = 0`` and
-    ``V = C`` exactly.  Returns the exit threshold: the highest zero of the P1
-    interpolant of ``C - G`` (exit below it), NaN where ``C - G`` has no sign change.
+    ``crow``: continuation values ``C`` at the nodes; the exit value at node ``i`` is
+    ``G_i = gain_t dfac_i - phi`` (``gain_t = P A`` of the step); ``rule``: :class:`ExitRule`
+    (``q_given[t]`` is read when evaluating a policy).  Where the logit is cut off
+    (``(G - C)/temperature < -LOGIT_CUTOFF``), ``q = 0`` and ``V = C`` exactly.  Returns the
+    exit threshold: the highest zero of the P1 interpolant of ``C - G`` (exit below it),
+    NaN where ``C - G`` has no sign change.
     """
     n = crow.shape[0]
     temperature = rule.temperature
     hard = temperature == 0.0
+    q_max = pop.q_max[t]
+    dfac = pop.dfac
+    phi = pop.phi
     above = -1  # highest node i-1 with C - G <= 0 at i-1 and C - G > 0 at i
     d_lo = 0.0
     d_hi = 0.0
@@ -172,7 +195,7 @@ def exit_rule(crow, gt, q_max, rule, t, cur, qt, lower, dx):
     if rule.evaluate or hard:
         for i in range(n):
             c = crow[i]
-            d = gt - c
+            d = (gain_t * dfac[i] - phi) - c
             if rule.evaluate:
                 qi = rule.q_given[t, i]
             else:
@@ -188,7 +211,7 @@ def exit_rule(crow, gt, q_max, rule, t, cur, qt, lower, dx):
         inv_temp = 1.0 / temperature
         for i in range(n):
             c = crow[i]
-            d = gt - c
+            d = (gain_t * dfac[i] - phi) - c
             z = d * inv_temp
             if z < -LOGIT_CUTOFF:
                 qt[i] = 0.0
@@ -209,6 +232,12 @@ def exit_rule(crow, gt, q_max, rule, t, cur, qt, lower, dx):
         # zero of the P1 interpolant of C - G = -d between nodes above and above + 1
         return lower + dx * (above + d_lo / (d_lo - d_hi))
     return np.nan
+
+
+@njit(cache=True, inline="always")
+def running_at(pop, t, i):
+    """The running payoff of step ``t`` at node ``i``: ``running_i - eta_extra[t] cost_shape_i``."""
+    return pop.running[i] - pop.eta_extra[t] * pop.cost_shape[i]
 
 
 @njit(cache=True, inline="always")
@@ -261,18 +290,19 @@ def backward_sweep(pop, coef, rule, mesh):
     V = np.full((n_t, n), np.nan)
     q = np.zeros((n_t, n))
     thr = np.full(n_t, np.nan)
-    sl_backward(pop, coef, rule, mesh, V, q, thr)
+    sl_backward(pop, coef, rule, mesh, V, q, thr, np.empty((0, 0)))
     return V, q, thr
 
 
 @njit(cache=True, nogil=True)
-def sl_backward(pop, coef, rule, mesh, V, q, thr):
+def sl_backward(pop, coef, rule, mesh, V, q, thr, C):
     """:func:`backward_sweep` into given arrays (the buffered contract shared with the FD kernel).
 
     ``V``: ``(n_t, n)`` to keep every row, or ``(2, n)`` to keep two rows (row ``t`` is
     ``V[t % 2]``; the value at ``n_first`` ends in ``V[n_first % 2]``).  Writes ``V`` rows
-    ``n_first..n_last``, ``q`` rows ``n_first..n_last-1`` and ``thr[n_first:n_last]``;
-    nothing else is touched.
+    ``n_first..n_last``, ``q`` rows ``n_first..n_last-1`` and ``thr[n_first:n_last]``, and,
+    when ``C`` is ``(n_t, n)`` (not empty), the continuation values of rows
+    ``n_first..n_last-1`` (what the clearing market needs); nothing else is touched.
 
     The drift is affine in ``L``, so the feet are affine in the node index: the grid
     coordinate of ``y±`` is ``s± = i (1 - drift_a dt) + s0±``, computed without a division
@@ -284,18 +314,19 @@ def sl_backward(pop, coef, rule, mesh, V, q, thr):
     nl = pop.n_last if full else pop.n_last & 1
     for i in range(n):
         V[nl, i] = pop.terminal[i]
-    running = pop.running
+    keep_C = C.shape[0] > 0
     crow = np.empty(n)
     half_disc = 0.5 * pop.discount
     for t in range(pop.n_last - 1, pop.n_first - 1, -1):
-        sp0, sm0, rate = _feet(coef, pop, mesh, t)
+        sp0, sm0, rate = _feet(coef.drift_c[t], coef.sigma[t], pop.drift_a, mesh)
         cur, nxt = row_pair(V, t, full)
         # nodes whose two feet lie strictly inside the grid (with a margin of one node
         # against rounding) need no clamping: the middle loop has no branch
         i_in, i_out = interior_range(rate, sp0, sm0, last, n)
         for i in range(i_in):
             fi = i * rate
-            crow[i] = running[i] + half_disc * (_interp_s(nxt, fi + sp0, last) + _interp_s(nxt, fi + sm0, last))
+            crow[i] = running_at(pop, t, i) + half_disc * (_interp_s(nxt, fi + sp0, last)
+                                                           + _interp_s(nxt, fi + sm0, last))
         for i in range(i_in, i_out):
             fi = i * rate
             sp = fi + sp0
@@ -304,12 +335,15 @@ def sl_backward(pop, coef, rule, mesh, V, q, thr):
             sm = fi + sm0
             jm = int(sm)
             wm = sm - jm
-            crow[i] = running[i] + half_disc * ((nxt[jp] + wp * (nxt[jp + 1] - nxt[jp]))
-                                                + (nxt[jm] + wm * (nxt[jm + 1] - nxt[jm])))
+            crow[i] = running_at(pop, t, i) + half_disc * ((nxt[jp] + wp * (nxt[jp + 1] - nxt[jp]))
+                                                           + (nxt[jm] + wm * (nxt[jm + 1] - nxt[jm])))
         for i in range(max(i_in, i_out), n):
             fi = i * rate
-            crow[i] = running[i] + half_disc * (_interp_s(nxt, fi + sp0, last) + _interp_s(nxt, fi + sm0, last))
-        thr[t] = exit_rule(crow, coef.G[t], pop.q_max, rule, t, cur, q[t], mesh.lower, mesh.dx)
+            crow[i] = running_at(pop, t, i) + half_disc * (_interp_s(nxt, fi + sp0, last)
+                                                           + _interp_s(nxt, fi + sm0, last))
+        if keep_C:
+            C[t, :] = crow
+        thr[t] = exit_rule(crow, coef.gain[t], pop, rule, t, cur, q[t], mesh.lower, mesh.dx)
 
 
 @njit(cache=True, nogil=True)
@@ -344,59 +378,74 @@ def sl_forward(m0, pop, coef, q, mesh, m, exited, moments):
     <= 0``) for ``n_first <= n < n_last``: the moments of the mean field and the exit
     sensitivity of the preconditioner, summed in node order.
     """
-    x, stats = moments
     n = m0.shape[0]
-    last = n - 1
     full = keeps_every_row(m, coef.drift_c.shape[0])
-    want = stats.shape[0] == 3
-    q_max = pop.q_max
-    sens = want and q_max > 0.0
-    inv = 1.0 / q_max if sens else 0.0
+    want = moments[1].shape[0] == 3
     r0 = pop.n_first if full else pop.n_first & 1
     for i in range(n):
         m[r0, i] = m0[i]
     for t in range(pop.n_first, pop.n_last):
-        sp0, sm0, rate = _feet(coef, pop, mesh, t)
         cur, nxt = row_pair(m, t, full)
-        nxt[:] = 0.0
-        qt = q[t]
-        e = 0.0
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        i_in, i_out = interior_range(rate, sp0, sm0, last, n)
-        for i in range(n):
-            mass = cur[i]
-            if want:
-                s0 += mass
-                s1 += x[i] * mass
-            if mass == 0.0:
-                continue
-            qi = qt[i]
-            out = mass * qi
-            e += out
-            if sens and qi > 0.0:
-                s2 += mass * qi * (1.0 - qi * inv)
-            half = 0.5 * (mass - out)
-            fi = i * rate
-            if i_in <= i < i_out:  # both feet strictly inside: no clamping
-                sp = fi + sp0
-                jp = int(sp)
-                wp = sp - jp
-                nxt[jp] += half - wp * half
-                nxt[jp + 1] += wp * half
-                sm = fi + sm0
-                jm = int(sm)
-                wm = sm - jm
-                nxt[jm] += half - wm * half
-                nxt[jm + 1] += wm * half
-            else:
-                _deposit_s(nxt, fi + sp0, last, half)
-                _deposit_s(nxt, fi + sm0, last, half)
-        exited[t] = e
         if want:
-            stats[0, t] = s0
-            stats[1, t] = s1
-            stats[2, t] = s2
+            step_moments(cur, q[t], pop.q_max[t], moments, t)
+        exited[t] = sl_transport(cur, nxt, q[t], coef.drift_c[t], coef.sigma[t], pop.drift_a, mesh)
     if want:
         last_moments(m, pop.n_last, full, moments)
+
+
+@njit(cache=True, inline="always")
+def step_moments(cur, qt, q_max, moments, t):
+    """Mass, first moment and exit sensitivity ``sum_{q_i > 0} m_i q_i (1 - q_i / q_max)`` of row ``cur``
+    into ``stats[:, t]`` (summed in node order)."""
+    x, stats = moments
+    sens = q_max > 0.0
+    inv = 1.0 / q_max if sens else 0.0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(cur.shape[0]):
+        mass = cur[i]
+        s0 += mass
+        s1 += x[i] * mass
+        qi = qt[i]
+        if sens and mass != 0.0 and qi > 0.0:
+            s2 += mass * qi * (1.0 - qi * inv)
+    stats[0, t] = s0
+    stats[1, t] = s1
+    stats[2, t] = s2
+
+
+@njit(cache=True, nogil=True)
+def sl_transport(cur, nxt, qt, drift_c_t, sigma_t, drift_a, mesh):
+    """One SL forward step of one population: the mass ``m_i q_i`` exits, ``m_i (1 - q_i)`` moves to the
+    feet ``y±`` with weight 1/2 each, split by the P1 weights (clamped at the ends, so no mass is lost).
+    Overwrites ``nxt``; returns the exited mass (summed in node order)."""
+    n = cur.shape[0]
+    last = n - 1
+    sp0, sm0, rate = _feet(drift_c_t, sigma_t, drift_a, mesh)
+    nxt[:] = 0.0
+    e = 0.0
+    i_in, i_out = interior_range(rate, sp0, sm0, last, n)
+    for i in range(n):
+        mass = cur[i]
+        if mass == 0.0:
+            continue
+        out = mass * qt[i]
+        e += out
+        half = 0.5 * (mass - out)
+        fi = i * rate
+        if i_in <= i < i_out:  # both feet strictly inside: no clamping
+            sp = fi + sp0
+            jp = int(sp)
+            wp = sp - jp
+            nxt[jp] += half - wp * half
+            nxt[jp + 1] += wp * half
+            sm = fi + sm0
+            jm = int(sm)
+            wm = sm - jm
+            nxt[jm] += half - wm * half
+            nxt[jm + 1] += wm * half
+        else:
+            _deposit_s(nxt, fi + sp0, last, half)
+            _deposit_s(nxt, fi + sm0, last, half)
+    return e

@@ -11,10 +11,13 @@ Field names are the symbols of docs/model.md 2:
   (yield, discount rate, NAV growth), ``phi`` (transaction cost), ``a_max`` (sale
   success rate; ``a_max = 0`` switches exits off), ``initial_mean, initial_std``
   (Gaussian initial law of ``L``), ``vintage, life`` (active on
-  ``[vintage, vintage + life]``), ``weight`` (share of market NAV) and an optional
-  :class:`Seasonal` schedule ``s(t)``.
-* :class:`Market` (2.4) — ``pbar, beta, tau_s, K0, Kbar, theta_K``, the initial sell
-  pressure ``S0`` and the remaining-life price curve
+  ``[vintage, vintage + life]``), ``weight`` (share of market NAV), ``delta`` (distress
+  discount of the deal price, clearing market) and an optional :class:`Seasonal` box
+  (liquidity-target shift ``s(t)``, multipliers of ``a_max`` and ``eta``).
+* :data:`Market` (2.4) — the clearing market :class:`ClearingMarket` (``kind = "clearing"``,
+  the default: ``pbar, tau_d, gamma, P_cap, K0, Kbar, theta_K``) or the reduced-form
+  :class:`ImpactMarket` (``kind = "impact"``: ``pbar, beta, tau_s, K0, Kbar, theta_K, S0``,
+  docs/model.md 2.4b); both with the remaining-life price curve
   ``A(tau) = 1 - a_tail * exp(-tau / tau_tail)``.
 * :class:`LPExitModel` — populations, market and the simulated window ``[start, end]``.
 * :class:`Grid` (2.6) — ``L_min, L_max, n_L, dt``.
@@ -32,11 +35,11 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Union
 
 import numpy as np
 import tomli_w
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .events import ShockEvent, check_events, sort_events
 from .ranges import AnnualRate, Capital, Level, Rate, Span, Volatility, Year, bounded
@@ -45,6 +48,8 @@ __all__ = [
     "Seasonal",
     "Population",
     "Market",
+    "ClearingMarket",
+    "ImpactMarket",
     "LPExitModel",
     "Grid",
     "SolverOptions",
@@ -71,21 +76,28 @@ Name = Annotated[str, AfterValidator(_nonblank)]
 
 
 class Seasonal(BaseModel):
-    """Seasonal shift ``s(t)`` of the liquidity target (docs/model.md 2.2).
+    """A seasonal box of one population (docs/model.md 2.2, 2.3).
 
-    A periodic box: ``s(t) = amplitude`` while the fraction of the calendar year
-    ``t - floor(t)`` lies in ``[start, end)``, else 0.  The default ``[0.75, 1.0)`` is
-    Q4 (fiscal year-end rebalancing of pensions: a negative amplitude lowers their
-    liquidity target in Q4).  ``amplitude`` is in liquidity units; ``start`` and
-    ``end`` are fractions of a year.  A box (rather than a smooth bump) keeps the
-    schedule exactly what the user wrote; the SL scheme samples it at ``t_n``.
+    While the fraction of the calendar year ``t - floor(t)`` lies in ``[start, end)`` (default
+    ``[0.75, 1.0)``: Q4, the fiscal year-end of pensions, banks and insurers):
+
+    * the liquidity target moves by ``amplitude`` (liquidity units): ``s(t) = amplitude``
+      (a negative amplitude lowers it: year-end rebalancing);
+    * the sale-process rate is ``a_max * a_max_factor`` (deals that must close by the year-end
+      are pushed through);
+    * the holding-cost rate is ``eta * eta_factor``.
+
+    Outside the box ``s = 0`` and both factors are 1.  A box (rather than a smooth bump)
+    keeps the schedule exactly what the user wrote; the schemes sample it at ``t_n``.
     """
 
     model_config = _CONFIG
 
-    amplitude: Level
+    amplitude: Level = 0.0
     start: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.75
     end: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 1.0
+    a_max_factor: bounded(0.0, 1e3) = 1.0
+    eta_factor: bounded(0.0, 1e3) = 1.0
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -93,10 +105,18 @@ class Seasonal(BaseModel):
             raise ValueError(f"end ({self.end}) must exceed start ({self.start})")
         return self
 
+    def inside(self, t) -> np.ndarray:
+        """Whether ``t`` (years, scalar or array) lies in the box."""
+        frac = np.asarray(t, dtype=float) % 1.0
+        return (frac >= self.start) & (frac < self.end)
+
     def __call__(self, t):
         """``s(t)`` for scalar or array ``t`` (years)."""
-        frac = np.asarray(t, dtype=float) % 1.0
-        return np.where((frac >= self.start) & (frac < self.end), self.amplitude, 0.0)
+        return np.where(self.inside(t), self.amplitude, 0.0)
+
+    def factor(self, name: str, t) -> np.ndarray:
+        """``a_max_factor`` or ``eta_factor`` inside the box, 1 outside."""
+        return np.where(self.inside(t), getattr(self, name), 1.0)
 
 
 class Population(BaseModel):
@@ -120,9 +140,10 @@ class Population(BaseModel):
     r: AnnualRate  # discount rate, 1/yr
     g: AnnualRate  # NAV growth, 1/yr
     phi: bounded(0.0, 1.0) = 0.0  # transaction cost of a sale, fraction of NAV
-    a_max: bounded(0.0, 1e4)  # rate at which a sale attempt succeeds, 1/yr (0: no exits)
+    a_max: bounded(0.0, 1e9)  # rate of sale processes, 1/yr (0: no exits; large: hard stopping)
     initial_mean: Level  # mean of the Gaussian initial law of L
     initial_std: Volatility  # its standard deviation (0: a point mass)
+    delta: bounded(0.0, 1e3) = 0.0  # distress discount of the deal price per unit of liquidity below ell
     seasonal: Seasonal | None = None
 
     @property
@@ -135,28 +156,24 @@ class Population(BaseModel):
         t = np.asarray(t, dtype=float)
         return np.zeros_like(t) if self.seasonal is None else self.seasonal(t)
 
+    def seasonal_factor(self, name: str, t) -> np.ndarray:
+        """The seasonal multiplier ``a_max_factor`` or ``eta_factor`` at ``t`` (1 without a schedule)."""
+        t = np.asarray(t, dtype=float)
+        return np.ones_like(t) if self.seasonal is None else self.seasonal.factor(name, t)
 
-class Market(BaseModel):
-    """Secondary market of docs/model.md 2.4.
 
-    ``pbar``: calm price factor P̄ (fraction of NAV); ``beta``: price impact of sell
-    pressure relative to buyer capital; ``tau_s``: memory of sell pressure, years;
-    ``K0``, ``Kbar``: initial and target buyer capital (NAV units; the market's total
-    NAV is 1); ``theta_K``: refill rate of buyer capital, 1/yr; ``S0``: initial sell
-    pressure Ŝ^{-1}, NAV/yr.  Remaining-life curve
-    ``A(tau) = 1 - a_tail * exp(-tau / tau_tail)`` (tail-end funds trade lower;
-    ``a_tail = 0`` gives ``A = 1``).
-    """
+class _MarketBase(BaseModel):
+    """What both markets share: the calm price factor ``pbar`` (P̄, fraction of NAV), buyer capital
+    ``K0`` (initial) and ``Kbar`` (target; NAV units, the market's NAV is 1), its refill rate
+    ``theta_K`` (1/yr) and the remaining-life curve ``A(tau) = 1 - a_tail exp(-tau / tau_tail)``
+    (tail-end funds trade lower; ``a_tail = 0`` gives ``A = 1``)."""
 
     model_config = _CONFIG
 
     pbar: bounded(0.0, 10.0, lo_open=True)
-    beta: bounded(0.0, 1e3)
-    tau_s: Span
     K0: Capital
     Kbar: Capital
     theta_K: Rate
-    S0: bounded(0.0, 1e3) = 0.0
     a_tail: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.0
     tau_tail: Span = 1.0
 
@@ -164,6 +181,59 @@ class Market(BaseModel):
         """``A(tau)`` for remaining life ``tau >= 0`` (years)."""
         tau = np.maximum(np.asarray(tau, dtype=float), 0.0)
         return 1.0 - self.a_tail * np.exp(-tau / self.tau_tail)
+
+
+class ClearingMarket(_MarketBase):
+    """The clearing market of docs/model.md 2.4 (``kind = "clearing"``, the default).
+
+    Each step the price factor ``P`` solves supply = demand: LPs in a sale process accept a
+    bid when their deal price beats their reservation (the logit exit rule read as
+    reservation prices), against buyers who hold dry powder ``K`` and buy
+    ``D(P, K) = min((K / tau_d) (pbar / P)**gamma / P, K / (P dt))`` NAV a year.
+    ``tau_d``: calm deployment horizon of dry powder (years); ``gamma``: how much faster
+    buyers deploy at deeper discounts; ``P_cap``: the highest price (buyers stand idle when
+    demand exceeds supply there).  Capital refills from what is left after spending:
+    ``K' = (K - spend) + dt theta_K (Kbar - (K - spend))``.
+    """
+
+    kind: Literal["clearing"] = "clearing"
+    tau_d: Span
+    gamma: bounded(0.0, 50.0) = 0.0
+    P_cap: bounded(0.0, 10.0, lo_open=True) = 1.0
+
+    @model_validator(mode="after")
+    def _cap(self):
+        if self.P_cap < self.pbar:
+            raise ValueError(f"P_cap ({self.P_cap}) must be at least pbar ({self.pbar})")
+        return self
+
+
+class ImpactMarket(_MarketBase):
+    """The reduced-form impact market of docs/model.md 2.4b (``kind = "impact"``), kept for comparison.
+
+    ``beta``: price impact of sell pressure relative to buyer capital; ``tau_s``: memory of
+    sell pressure, years; ``S0``: initial sell pressure Ŝ^{-1}, NAV/yr.  Buyers buy
+    everything offered at any price and ``K`` can go negative: not a market to draw crisis
+    conclusions from.
+    """
+
+    kind: Literal["impact"] = "impact"
+    beta: bounded(0.0, 1e3)
+    tau_s: Span
+    S0: bounded(0.0, 1e3) = 0.0
+
+
+def _market_kind(v) -> str:
+    if isinstance(v, dict):
+        return v.get("kind", "clearing")
+    return getattr(v, "kind", "clearing")
+
+
+#: A market of either kind, chosen by its ``kind`` field (default ``"clearing"``).
+Market = Annotated[Union[Annotated[ClearingMarket, Tag("clearing")], Annotated[ImpactMarket, Tag("impact")]],
+                   Discriminator(_market_kind)]
+
+_IMPACT_ONLY = ("beta", "tau_s", "S0")
 
 
 class LPExitModel(BaseModel):
@@ -175,6 +245,20 @@ class LPExitModel(BaseModel):
     market: Market
     start: Year
     end: Year
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_named(cls, data):
+        """A market without ``kind`` is the clearing market; refuse impact-market fields there with a hint."""
+        mk = data.get("market") if isinstance(data, dict) else None
+        if isinstance(mk, dict) and "kind" not in mk:
+            stale = [f for f in _IMPACT_ONLY if f in mk]
+            if stale:
+                raise ValueError(
+                    f"market.kind: not given, so the market is the clearing market (docs/model.md 2.4), but "
+                    f"{', '.join(stale)} belong to the reduced-form impact market: add kind = \"impact\" to keep it "
+                    "(docs/model.md 2.4b), or give the clearing market's tau_d, gamma, P_cap instead")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -195,6 +279,9 @@ class LPExitModel(BaseModel):
                     f"populations[{p.name}].vintage: fund life [{p.vintage}, {p.maturity}] does not "
                     f"overlap the window [{self.start}, {self.end}]"
                 )
+            if p.delta > 0.0 and self.market.kind != "clearing":
+                raise ValueError(f"populations[{p.name}].delta: the distress discount needs the clearing market "
+                                 f"(market.kind = \"clearing\"), not {self.market.kind!r}")
         return self
 
     @property
@@ -212,7 +299,7 @@ def window_steps(model: LPExitModel, dt: float) -> int:
         raise ValueError(f"dt={dt!r} does not divide the window [{model.start}, {model.end}] into whole steps "
                          f"({span:.6g})")
     mk = model.market
-    if dt > mk.tau_s:
+    if mk.kind == "impact" and dt > mk.tau_s:
         raise ValueError(f"dt={dt!r} exceeds market.tau_s={mk.tau_s!r}: the sell-pressure update "
                          "Ŝ += (dt/tau_s)(S - Ŝ) would overshoot")
     if mk.theta_K * dt > 1.0:

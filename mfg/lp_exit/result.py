@@ -110,7 +110,16 @@ class LPExitResult(SeriesResult):
     price : (n_t,) market price factor ``P^n`` (fraction of NAV).
     vintage_price : (n_pop, n_t) ``pi_k^n = P^n A_k(remaining life)``.
     buyer_capital : (n_t,) ``K^n`` at the start of step n.
-    sell_pressure : (n_t,) ``Ŝ^n``.     sell_flow : (n_t,) ``S^n`` (NAV/yr).
+    sell_flow : (n_t,) the volume that trades, ``S^n`` (NAV/yr).
+    sell_pressure : (n_t,) ``Ŝ^n`` of the impact market (NaN in the clearing market).
+    withdrawn : (n_t,) supply withdrawn because the price is below ``pbar``: what would have
+        sold at ``pbar`` minus what sold (NAV/yr; clearing market, NaN in the impact market).
+    spend : (n_t,) buyers' spend in step n (NAV; NaN in the impact market).
+    deal_price : (n_t,) volume-weighted mean deal price (fraction of NAV; NaN without sales).
+    clearing_residual : (n_t,) ``|S - D| / D`` at the cleared price (0 where no root is
+        needed; NaN in the impact market).
+    market_branch : (n_t,) how each price was set (``mfg.lp_exit.clearing.BRANCH_*``: the root,
+        the cap, no seller, the closed last step; -1 in the impact market).
     flow : (n_pop, n_t) each population's share of ``S^n`` (NAV/yr; sums to ``sell_flow``).
     active_mass, exited_mass, matured_mass : (n_pop, n_t) fractions of each
         population still holding, having sold before ``t_n``, and paid out at maturity;
@@ -139,6 +148,9 @@ class LPExitResult(SeriesResult):
         first call's figures.
     initial : the :class:`LPState` the solve started from (``state_at(0)`` holds the
         same masses).   inputs : the resolved :class:`MarketInputs`.
+    continuation : (n_pop, n_t, n_L) continuation values ``C`` of the equilibrium policy
+        (clearing market: the reservation values the finite-N auction uses; ``None`` in the
+        impact market).
     """
 
     t: np.ndarray
@@ -149,6 +161,11 @@ class LPExitResult(SeriesResult):
     buyer_capital: np.ndarray
     sell_pressure: np.ndarray
     sell_flow: np.ndarray
+    withdrawn: np.ndarray
+    spend: np.ndarray
+    deal_price: np.ndarray
+    clearing_residual: np.ndarray
+    market_branch: np.ndarray
     flow: np.ndarray
     active_mass: np.ndarray
     exited_mass: np.ndarray
@@ -174,6 +191,7 @@ class LPExitResult(SeriesResult):
     model: LPExitModel = field(repr=False)
     grid: Grid = field(repr=False)
     options: SolverOptions = field(repr=False)
+    continuation: np.ndarray | None = field(default=None, repr=False)
 
     def _initial_S_hat(self) -> float:
         return self.initial.S_hat

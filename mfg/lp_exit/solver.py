@@ -37,6 +37,7 @@ from __future__ import annotations
 import queue
 import time
 import warnings
+from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from ..resources import check_memory
 from ..results import BoundaryMassWarning, ConvergenceWarning, message_of, status_of
+from .clearing import ForwardOut, ForwardStack, clearing_forward, clearing_params
 from .discretisation import LPDiscretisation, discretise
 from .fd import fd_backward, fd_backward_sweep, fd_forward, fd_forward_sweep
 from .fixed_point import anderson_fixed_point
@@ -53,7 +55,8 @@ from .market import impact_params, market_newton, market_path
 from .params import Grid, LPExitModel, SolverOptions
 from .result import LPExitResult
 
-__all__ = ["solve", "check_arguments", "memory_needed", "PathSweeps", "Evaluation", "exploitability",
+__all__ = ["solve", "check_arguments", "memory_needed", "PathSweeps", "ImpactSweeps", "ClearingSweeps", "path_sweeps",
+           "MarketPath", "Evaluation", "exploitability",
            "bookkeeping", "SWEEPS", "SWEEP_KERNELS", "EDGE_MASS_WARN", "LPExitResult", "LPState", "MarketInputs",
            "ConvergenceWarning", "BoundaryMassWarning", "backward_sweep", "forward_sweep"]
 
@@ -69,6 +72,16 @@ SWEEPS = {"sl": (backward_sweep, forward_sweep), "fd": (fd_backward_sweep, fd_fo
 SWEEP_KERNELS = {"sl": (sl_backward, sl_forward), "fd": (fd_backward, fd_forward)}
 
 _NO_POLICY = np.zeros((1, 1))
+_NO_C = np.empty((0, 0))
+
+
+MarketPath = namedtuple("MarketPath", ["flow", "pressure", "price", "capital", "vintage_price", "withdrawn", "spend",
+                                       "residual", "branch"])
+MarketPath.__doc__ = """The market's paths of one evaluation, each ``(n_t,)`` but ``vintage_price`` ``(n_pop, n_t)``:
+sell flow (volume, NAV/yr), sell pressure (impact market; NaN in the clearing market), price,
+buyer capital at the start of each step, vintage prices, withdrawn supply, buyers' spend,
+relative clearing residual and how the price was set (``mfg.lp_exit.clearing.BRANCH_*``; the
+last four NaN / -1 in the impact market)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +89,7 @@ class Evaluation:
     """One evaluation of the fixed-point map on the path ``(P, M)``.
 
     ``exit_mass``: ``(n_pop, n_t)`` fraction of each population selling per step;
-    ``market``: ``(S, S_hat, P_new, K, vintage_price)`` of the market recursion;
+    ``market``: the :class:`MarketPath`;
     ``M_new``: the mean field the flows produce; ``sens``: ``(n_pop, n_t)`` derivative of
     the exiting mass with respect to the same step's price (for the preconditioner), or
     ``None``; ``residual_P``, ``residual_M``: ``max|P_new - P|``, ``max|M_new - M|``.
@@ -93,7 +106,7 @@ class Evaluation:
 
     @property
     def P_new(self) -> np.ndarray:
-        return self.market[2]
+        return self.market.price
 
     @property
     def residual(self) -> float:
@@ -106,20 +119,26 @@ class PathSweeps:
     Owns the reusable buffers (one scratch set per thread), the thread pool of
     ``options.workers``, the per-phase timings, every evaluation's residuals, and the
     result's full-row arrays together with the evaluation whose rows they hold.  Use as a
-    context manager (the pool is shut down on exit).
+    context manager (the pool is shut down on exit).  :func:`path_sweeps` picks the
+    subclass of the model's market: :class:`ImpactSweeps` (each population swept on its
+    own, then the market recursion) or :class:`ClearingSweeps` (the backward sweeps on
+    their own, then one forward sweep of all populations with the market cleared at every
+    step).
     """
+
+    #: the per-phase timings of this market kind
+    PHASES = ("backward", "forward", "sweeps", "market", "exploitability")
 
     def __init__(self, disc: LPDiscretisation, method: str, options: SolverOptions):
         self.disc = disc
+        self.method = method
         self.backward, self.forward = SWEEP_KERNELS[method]
         self.options = options
         self.rule = ExitRule(float(options.temperature), False, _NO_POLICY)
         self.herding = disc.herding
-        self.market_params = impact_params(disc.model.market)
         self.mesh = disc.mesh
         self.pops = [disc.population(k) for k in range(disc.n_pop)]
-        self.act_f = disc.active.astype(float)
-        self.timings = {"backward": 0.0, "forward": 0.0, "sweeps": 0.0, "market": 0.0, "exploitability": 0.0}
+        self.timings = dict.fromkeys(self.PHASES, 0.0)
         self.res_P: list[float] = []
         self.res_M: list[float] = []
         n_t, n_L = disc.n_t, disc.grid.n_L
@@ -130,8 +149,6 @@ class PathSweeps:
         self.scratch = queue.SimpleQueue()
         for _ in range(max(1, min(int(options.workers), n_busy))):
             self.scratch.put((np.zeros((n_t, n_L)), np.empty((2, n_L)), np.empty((2, n_L)), np.empty(n_t)))
-        self.zeros_t = np.zeros(n_t)
-        self.zeros_stats = np.zeros((3, n_t))
         self.rows: tuple | None = None  # (value, exit_prob, threshold, masses), each (n_pop, n_t, ...)
         self.rows_owner: Evaluation | None = None
         self.last: Evaluation | None = None  # the latest evaluation (diagnostics)
@@ -158,6 +175,78 @@ class PathSweeps:
                          np.full((n_pop, n_t), np.nan), np.zeros((n_pop, n_t, n_L)))
         return self.rows
 
+    def _check_path(self, P: np.ndarray, M: np.ndarray) -> None:
+        """Refuse a path the kernels cannot take (``P <= 0`` or non-finite), naming the step and the market state."""
+        bad = ~(np.isfinite(P) & (P > 0.0))
+        if bad.any():
+            n = int(np.argmax(bad))
+            raise FloatingPointError(f"the price path reached {P[n]:.3g} at step {n} (t={self.disc.t[n]:.6g}): "
+                                     f"{self._collapse_hint(n)}")
+        if not np.all(np.isfinite(M)):
+            n = int(np.argmax(~np.isfinite(M)))
+            raise FloatingPointError(f"the mean-field path is not finite at step {n} (t={self.disc.t[n]:.6g})")
+
+    def _collapse_hint(self, n: int) -> str:
+        return "the market has collapsed"
+
+    def _check_market(self, market: "MarketPath", M_new: np.ndarray) -> None:
+        for name, v in (("price", market.price), ("buyer capital", market.capital), ("mean-field", M_new)):
+            if not np.all(np.isfinite(v)):
+                n = int(np.argmax(~np.isfinite(v)))
+                raise FloatingPointError(f"the market produced a non-finite {name} path at step {n} "
+                                         f"(t={self.disc.t[n]:.6g}) from a finite iterate")
+
+    def evaluate(self, P: np.ndarray, M: np.ndarray, keep_rows: bool = False) -> Evaluation:
+        """The map on ``(P, M)``; with ``keep_rows`` every row goes into the result's arrays."""
+        self._check_path(P, M)
+        if keep_rows:
+            self._result_rows()
+        exit_mass, market, M_new, sens = self._map_path(P, M, keep_rows)
+        self._check_market(market, M_new)
+        self.res_P.append(float(np.max(np.abs(market.price - P))))
+        self.res_M.append(float(np.max(np.abs(M_new - M))))
+        ev = Evaluation(P, M, exit_mass, market, M_new, sens, self.res_P[-1], self.res_M[-1])
+        self.last = ev
+        if keep_rows:
+            self.rows_owner = ev
+        return ev
+
+    def _map_path(self, P, M, keep_rows):  # pragma: no cover - interface
+        """``(exit_mass, MarketPath, M_new, sens)`` of the map on ``(P, M)``."""
+        raise NotImplementedError
+
+    def step(self, ev: Evaluation) -> np.ndarray:
+        """The price residual ``P_new - P`` (preconditioned where the market kind has a preconditioner)."""
+        return ev.P_new - ev.P
+
+    def full_rows(self, ev: Evaluation):
+        """Every row of the accepted evaluation's values, policy, thresholds and masses: if the evaluation
+        that produced ``ev`` did not keep them, one more evaluation on the very same path (bit-identical
+        numbers; not an iteration: its residuals and timings are dropped)."""
+        if self.rows_owner is not ev:
+            n_res, kept = len(self.res_P), dict(self.timings)
+            self.evaluate(ev.P, ev.M, True)
+            del self.res_P[n_res:], self.res_M[n_res:]
+            self.timings.update(kept)
+            self.rows_owner = ev
+        return self.rows
+
+    def extra_outputs(self) -> dict:
+        """Result fields this market kind adds (the continuation values of the clearing market)."""
+        return {"continuation": None}
+
+
+class ImpactSweeps(PathSweeps):
+    """The map with the impact market of docs/model.md 2.4b: each population swept on its own (backward,
+    then forward with its exits), then the market recursion on the exits."""
+
+    def __init__(self, disc, method, options):
+        super().__init__(disc, method, options)
+        self.market_params = impact_params(disc.model.market)
+        self.act_f = disc.active.astype(float)
+        self.zeros_t = np.zeros(disc.n_t)
+        self.zeros_stats = np.zeros((3, disc.n_t))
+
     def _population(self, k, coef, full):
         """Exits and ``(mass, first moment, exit sensitivity)`` per step of population ``k``;
         with ``full``, every row of its value, policy, threshold and masses into the result's arrays."""
@@ -174,7 +263,7 @@ class PathSweeps:
             else:
                 q_buf, v_rows, m_rows, thr_buf = buf
             s0 = time.perf_counter()
-            self.backward(self.pops[k], coef, self.rule, self.mesh, v_rows, q_buf, thr_buf)
+            self.backward(self.pops[k], coef, self.rule, self.mesh, v_rows, q_buf, thr_buf, _NO_C)
             s1 = time.perf_counter()
             self.forward(disc.m0[k], self.pops[k], coef, q_buf, self.mesh, m_rows, e, (disc.x, stats))
             s2 = time.perf_counter()
@@ -192,64 +281,39 @@ class PathSweeps:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0.0, num / den, M)
 
-    def _check_path(self, P: np.ndarray, M: np.ndarray) -> None:
-        """Refuse a path the kernels cannot take (``P <= 0`` or non-finite), naming the step and the market state."""
-        bad = ~(np.isfinite(P) & (P > 0.0))
-        if bad.any():
-            n = int(np.argmax(bad))
-            mk = self.disc.model.market
-            where = f"step {n} (t={self.disc.t[n]:.6g})"
-            last = self.last
-            state = ""
-            if last is not None:
-                S_, sh, _, K, _ = last.market
-                state = (f"; the map's last market there: sell pressure {sh[n]:.3g}, buyer capital {K[n]:.3g}, "
-                         f"beta * S_hat / K = {mk.beta * sh[n] / max(K[n], self.market_params.K_floor):.3g}")
-            raise FloatingPointError(
-                f"the price path reached {P[n]:.3g} at {where}: the market has collapsed (docs/model.md 2.4b: "
-                f"the impact market can drive the price to 0){state}; inputs most likely responsible: "
-                f"market.beta={mk.beta:g}, market.S0={mk.S0:g}, market.K0={mk.K0:g}, market.Kbar={mk.Kbar:g}, "
-                f"market.pbar={mk.pbar:g} and the populations' alpha")
-        if not np.all(np.isfinite(M)):
-            n = int(np.argmax(~np.isfinite(M)))
-            raise FloatingPointError(f"the mean-field path is not finite at step {n} (t={self.disc.t[n]:.6g})")
+    def _collapse_hint(self, n: int) -> str:
+        mk = self.disc.model.market
+        state = ""
+        if self.last is not None:
+            sh, K = self.last.market.pressure, self.last.market.capital
+            state = (f"; the map's last market there: sell pressure {sh[n]:.3g}, buyer capital {K[n]:.3g}, "
+                     f"beta * S_hat / K = {mk.beta * sh[n] / max(K[n], self.market_params.K_floor):.3g}")
+        return (f"the market has collapsed (docs/model.md 2.4b: the impact market can drive the price to 0){state}; "
+                f"inputs most likely responsible: market.beta={mk.beta:g}, market.S0={mk.S0:g}, "
+                f"market.K0={mk.K0:g}, market.Kbar={mk.Kbar:g}, market.pbar={mk.pbar:g} and the populations' alpha")
 
-    def evaluate(self, P: np.ndarray, M: np.ndarray, keep_rows: bool = False) -> Evaluation:
-        """The map on ``(P, M)``; with ``keep_rows`` every row goes into the result's arrays."""
+    def _map_path(self, P, M, keep_rows):
         disc = self.disc
-        self._check_path(P, M)
         s = time.perf_counter()
-        coefs = disc.coefficients(P, M)
-        if keep_rows:
-            self._result_rows()
-        outs = self._map(self._population, range(disc.n_pop), coefs, [keep_rows] * disc.n_pop)
+        outs = self._map(self._population, range(disc.n_pop), disc.coefficients(P, M), [keep_rows] * disc.n_pop)
         self.timings["backward"] += sum(o[2] for o in outs)
         self.timings["forward"] += sum(o[3] for o in outs)
         self.timings["sweeps"] += time.perf_counter() - s
         s = time.perf_counter()
         exit_mass = np.array([o[0] for o in outs])
-        mkt = market_path(exit_mass, disc.weights, disc.life_factor, disc.Kbar, disc.pbar, disc.dt,
-                          self.market_params, disc.S0, disc.K0)
+        S, s_hat, P_new, K, pi = market_path(exit_mass, disc.weights, disc.life_factor, disc.Kbar, disc.pbar,
+                                             disc.dt, self.market_params, disc.S0, disc.K0)
+        nan = np.full(disc.n_t, np.nan)
+        market = MarketPath(S, s_hat, P_new, K, pi, nan, nan, nan, np.full(disc.n_t, -1))
         M_new = self._mean_field(outs, M)
         self.timings["market"] += time.perf_counter() - s
-        for name, v in (("price", mkt[2]), ("buyer capital", mkt[3]), ("mean-field", M_new)):
-            if not np.all(np.isfinite(v)):
-                n = int(np.argmax(~np.isfinite(v)))
-                raise FloatingPointError(f"the market produced a non-finite {name} path at step {n} "
-                                         f"(t={disc.t[n]:.6g}) from a finite iterate")
-        self.res_P.append(float(np.max(np.abs(mkt[2] - P))))
-        self.res_M.append(float(np.max(np.abs(M_new - M))))
         sens = None
         if self.options.precondition and self.rule.temperature > 0.0:
             sens = np.zeros((disc.n_pop, disc.n_t))
             for k in range(disc.n_pop):
                 if disc.in_window[k]:
                     sens[k] = (disc.life_factor[k] / self.rule.temperature) * outs[k][1][2]
-        ev = Evaluation(P, M, exit_mass, mkt, M_new, sens, self.res_P[-1], self.res_M[-1])
-        self.last = ev
-        if keep_rows:
-            self.rows_owner = ev
-        return ev
+        return exit_mass, market, M_new, sens
 
     def step(self, ev: Evaluation) -> np.ndarray:
         """The preconditioned price residual ``D (P_new - P)``: a quasi-Newton step on the market recursion
@@ -257,21 +321,84 @@ class PathSweeps:
         fP = ev.P_new - ev.P
         if ev.sens is None:
             return fP
-        S_, sh_, P_, K_, _ = ev.market
-        return market_newton(fP, ev.sens, self.disc.weights, self.disc.life_factor, ev.exit_mass, (P_, sh_, K_),
-                             self.disc.dt, self.market_params)
+        mk = ev.market
+        return market_newton(fP, ev.sens, self.disc.weights, self.disc.life_factor, ev.exit_mass,
+                             (mk.price, mk.pressure, mk.capital), self.disc.dt, self.market_params)
 
-    def full_rows(self, ev: Evaluation):
-        """Every row of the accepted evaluation's values, policy, thresholds and masses: if the evaluation
-        that produced ``ev`` did not keep them, one more evaluation on the very same path (bit-identical
-        numbers; not an iteration: its residuals and timings are dropped)."""
-        if self.rows_owner is not ev:
-            n_res, kept = len(self.res_P), dict(self.timings)
-            self.evaluate(ev.P, ev.M, True)
-            del self.res_P[n_res:], self.res_M[n_res:]
-            self.timings.update(kept)
-            self.rows_owner = ev
-        return self.rows
+
+class ClearingSweeps(PathSweeps):
+    """The map with the clearing market of docs/model.md 2.4: the backward sweeps (in threads) store the
+    continuation values on the iterate's path; one forward sweep of all populations then clears the
+    market at every step (:func:`mfg.lp_exit.clearing.clearing_forward`)."""
+
+    PHASES = ("backward", "forward", "sweeps", "exploitability")
+
+    def __init__(self, disc, method, options):
+        super().__init__(disc, method, options)
+        self.params = clearing_params(disc.model.market)
+        n_pop, n_t, n_L = disc.n_pop, disc.n_t, disc.grid.n_L
+        self.C_work = np.zeros((n_pop, n_t, n_L))
+        self.C_rows: np.ndarray | None = None
+        self.m_work = np.zeros((n_pop, 2, n_L))
+        self.stack = ForwardStack(disc.n_first, disc.n_last, disc.matures, disc.weights, disc.q_max,
+                                  disc.kappa_target, disc.life_factor, disc.sigma, disc.lam, disc.alpha,
+                                  disc.drift_a, disc.phi, disc.dfac, disc.x, disc.pbar, disc.Kbar)
+        self.iterations_root = 0
+
+    def _backward(self, k, coef, C, keep_rows):
+        if not self.disc.in_window[k]:
+            return 0.0
+        buf = self.scratch.get()
+        try:
+            q_buf, v_rows, _, thr_buf = buf
+            if keep_rows:
+                V_all, _, TH_all, _ = self.rows
+                v_rows, thr_buf = V_all[k], TH_all[k]
+            s0 = time.perf_counter()
+            self.backward(self.pops[k], coef, self.rule, self.mesh, v_rows, q_buf, thr_buf, C[k])
+            return time.perf_counter() - s0
+        finally:
+            self.scratch.put(buf)
+
+    def _collapse_hint(self, n: int) -> str:
+        return "a clearing price cannot reach 0 while buyers hold capital (docs/model.md 2.4): this is a bug"
+
+    def _map_path(self, P, M, keep_rows):
+        disc = self.disc
+        n_pop, n_t, n_L = disc.n_pop, disc.n_t, disc.grid.n_L
+        s = time.perf_counter()
+        if keep_rows:
+            if self.C_rows is None:
+                self.C_rows = np.zeros((n_pop, n_t, n_L))
+            C = self.C_rows
+        else:
+            C = self.C_work
+        secs = self._map(self._backward, range(n_pop), disc.coefficients(P, M), [C] * n_pop, [keep_rows] * n_pop)
+        self.timings["backward"] += sum(secs)
+        s1 = time.perf_counter()
+        nan = np.full(n_t, np.nan)
+        out = ForwardOut(price=np.empty(n_t), volume=np.zeros(n_t), withdrawn=np.zeros(n_t), capital=np.empty(n_t),
+                         spend=np.zeros(n_t), residual=np.zeros(n_t), branch=np.zeros(n_t, dtype=np.int64),
+                         mean_field=np.empty(n_t), exits=np.zeros((n_pop, n_t)),
+                         vintage_price=np.zeros((n_pop, n_t)), stats=np.zeros((n_pop, 3, n_t)),
+                         edge=np.zeros(n_pop), q=self.rows[1] if keep_rows else np.empty((0, 0, 0)),
+                         m=self.rows[3] if keep_rows else self.m_work)
+        self.iterations_root += clearing_forward(self.stack, self.params, self.mesh, C, disc.m0, P,
+                                                 float(self.rule.temperature), float(disc.K0),
+                                                 0 if self.method == "sl" else 1, out)
+        self.timings["forward"] += time.perf_counter() - s1
+        self.timings["sweeps"] += time.perf_counter() - s
+        market = MarketPath(out.volume, nan, out.price, out.capital, out.vintage_price, out.withdrawn, out.spend,
+                            out.residual, out.branch)
+        return out.exits, market, out.mean_field, None
+
+    def extra_outputs(self) -> dict:
+        return {"continuation": self.C_rows}
+
+
+def path_sweeps(disc: LPDiscretisation, method: str, options: SolverOptions) -> PathSweeps:
+    """The :class:`PathSweeps` of the model's market kind."""
+    return (ClearingSweeps if disc.market_kind == "clearing" else ImpactSweeps)(disc, method, options)
 
 
 def exploitability(sweeps: PathSweeps, P: np.ndarray, M: np.ndarray, policy: np.ndarray) -> float:
@@ -290,9 +417,9 @@ def exploitability(sweeps: PathSweeps, P: np.ndarray, M: np.ndarray, policy: np.
         pop, n_first = sweeps.pops[k], int(disc.n_first[k])
         q_buf, rows, _, thr_buf = buf = sweeps.scratch.get()
         try:
-            sweeps.backward(pop, coef, ExitRule(0.0, False, _NO_POLICY), sweeps.mesh, rows, q_buf, thr_buf)
+            sweeps.backward(pop, coef, ExitRule(0.0, False, _NO_POLICY), sweeps.mesh, rows, q_buf, thr_buf, _NO_C)
             v_br = rows[n_first & 1].copy()
-            sweeps.backward(pop, coef, ExitRule(0.0, True, policy[k]), sweeps.mesh, rows, q_buf, thr_buf)
+            sweeps.backward(pop, coef, ExitRule(0.0, True, policy[k]), sweeps.mesh, rows, q_buf, thr_buf, _NO_C)
             return float(np.dot(disc.m0[k], v_br - rows[n_first & 1]))
         finally:
             sweeps.scratch.put(buf)
@@ -335,10 +462,12 @@ def bookkeeping(disc: LPDiscretisation, masses: np.ndarray, exit_mass: np.ndarra
 
 def memory_needed(disc: LPDiscretisation, options: SolverOptions) -> float:
     """Bytes a solve allocates: the result's value, exit probabilities and densities (``3 n_pop n_t n_L``
-    doubles) and one scratch set per thread (``n_t (n_L + 1) + 4 n_L`` doubles)."""
+    doubles; the clearing market adds its continuation values twice, the working copy and the
+    result's) and one scratch set per thread (``n_t (n_L + 1) + 4 n_L`` doubles)."""
     n_t, n_L = disc.n_t, disc.grid.n_L
     workers = max(1, min(int(options.workers), int(disc.in_window.sum())))
-    return 8.0 * (3 * disc.n_pop * n_t * n_L + workers * (n_t * (n_L + 1) + 4 * n_L))
+    tables = 5 if disc.market_kind == "clearing" else 3
+    return 8.0 * (tables * disc.n_pop * n_t * n_L + workers * (n_t * (n_L + 1) + 4 * n_L))
 
 
 def _initial_path(disc: LPDiscretisation, initial: LPState | None, guess):
@@ -398,7 +527,7 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
     check_memory(memory_needed(disc, options), f"an LP-exit solve on {disc.n_pop} population(s) x {disc.n_t} steps x "
                  f"{grid.n_L} nodes", "use a coarser grid (grid.n_L, grid.dt) or a shorter window")
     P0, M0 = _initial_path(disc, initial, guess)
-    with PathSweeps(disc, method, options) as sweeps:
+    with path_sweeps(disc, method, options) as sweeps:
         fp = anderson_fixed_point(sweeps, P0, M0, tol=options.tol, max_iter=options.max_iter,
                                   depth=int(options.anderson), theta=float(options.damping))
         res = fp.evaluation.residual
@@ -408,8 +537,8 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         s = time.perf_counter()
         V_all, Q_all, TH_all, m_all = sweeps.full_rows(fp.evaluation)
         sweeps.timings["final"] = time.perf_counter() - s
-        S, s_hat, P_final, K, pi = fp.evaluation.market
-        M_final = fp.evaluation.M_new
+        mk = fp.evaluation.market
+        P_final, M_final = mk.price, fp.evaluation.M_new
         # exploitability on the final path (the one the policy's own flows produce): against
         # the iterate's path a hard (temperature 0) iterate would always score exactly 0
         s = time.perf_counter()
@@ -425,9 +554,13 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
     timings = sweeps.timings
     timings["total"] = time.perf_counter() - t_start
     iterations = len(sweeps.res_P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        deal_price = np.where(mk.flow > 0.0, mk.spend / (mk.flow * disc.dt), np.nan)
     return LPExitResult(
-        t=disc.t, L=disc.x, populations=disc.names, price=P_final, vintage_price=pi, buyer_capital=K,
-        sell_pressure=s_hat, sell_flow=S, flow=disc.weights[:, None] * fp.evaluation.exit_mass / disc.dt,
+        t=disc.t, L=disc.x, populations=disc.names, price=P_final, vintage_price=mk.vintage_price,
+        buyer_capital=mk.capital, sell_pressure=mk.pressure, sell_flow=mk.flow,
+        withdrawn=mk.withdrawn, spend=mk.spend, deal_price=deal_price, clearing_residual=mk.residual,
+        market_branch=mk.branch, flow=disc.weights[:, None] * fp.evaluation.exit_mass / disc.dt,
         active_mass=active_mass, exited_mass=exited_mass, matured_mass=matured_mass, mean_liquidity=M_final,
         exit_prob=Q_all, value=V_all, density=m_all, threshold=TH_all,
         residuals=np.maximum(sweeps.res_P, sweeps.res_M), price_residuals=np.array(sweeps.res_P),
@@ -436,5 +569,5 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         message=message_of(fp.converged, iterations, res, options.tol), anderson_rejections=fp.rejections,
         edge_mass=edge, timings=timings, initial=initial,
         inputs=MarketInputs(Kbar=disc.Kbar, pbar=disc.pbar, sigma=disc.sigma), model=model, grid=grid,
-        options=options,
+        options=options, **sweeps.extra_outputs(),
     )
