@@ -41,7 +41,7 @@ from mfg.lp_exit import solve  # noqa: E402
 from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_step  # noqa: E402
 from mfg.lp_exit.params import Grid, load_scenario  # noqa: E402
 
-CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
+CALM = ROOT / "mfg" / "lp_exit" / "library" / "calm.toml"
 
 
 def numpy_market(su, seed: int):

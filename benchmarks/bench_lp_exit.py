@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from mfg.lp_exit import ConvergenceWarning, solve  # noqa: E402
 from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario  # noqa: E402
 
-CALM = ROOT / "experiments" / "scenarios" / "calm.toml"
+CALM = ROOT / "mfg" / "lp_exit" / "library" / "calm.toml"
 
 TYPES = {  # LP types of the calm scenario
     "pension": dict(kappa=1.0, lbar=1.0, sigma=0.3, lam=0.2, alpha=0.3, eta=0.9, ell=0.75, y=0.05, r=0.08, g=0.03,

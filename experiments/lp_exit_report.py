@@ -1,7 +1,7 @@
 """Reports of the LP-exit game (docs/model.md 2): scenario files, summaries, figures, CSV frames.
 
 * :func:`resolve_scenario` — a bare name (``"calm"``) is a file shipped in
-  ``experiments/scenarios/`` (package data); anything else is a path.
+  ``mfg/lp_exit/library/`` (package data); anything else is a path.
   :func:`shipped_scenarios` lists the shipped files with their one-line descriptions.
 * :func:`summary` / :func:`summary_text` — the figures a user holds against docs/model.md 2.10:
   discount range, annual sales, second-half share of sales, the lowest price, iterations,
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mfg.lp_exit.params import SCENARIO_DIR, ScenarioNotFound, resolve_scenario, scenario_description, shipped_scenarios  # noqa: F401
 
 from .io import save_figure, write_csv, write_text
 
@@ -41,51 +42,6 @@ __all__ = [
     "summary_text",
     "write_outputs",
 ]
-
-#: Folder of the shipped scenario files (package data of ``experiments``).
-SCENARIO_DIR = Path(str(resources.files("experiments").joinpath("scenarios")))
-
-
-class ScenarioNotFound(FileNotFoundError):
-    """Neither a file nor the name of a shipped scenario."""
-
-
-def scenario_description(path: str | Path) -> str:
-    """The first comment line of a scenario TOML file, without the ``#`` (empty if none)."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            s = line.strip()
-            if not s:
-                continue
-            if s.startswith("#"):
-                return s.lstrip("#").strip()
-            return ""
-    return ""
-
-
-def shipped_scenarios() -> dict[str, tuple[Path, str]]:
-    """``{name: (path, description)}`` of the shipped scenario files, sorted by name."""
-    if not SCENARIO_DIR.is_dir():
-        return {}
-    return {p.stem: (p, scenario_description(p)) for p in sorted(SCENARIO_DIR.glob("*.toml"))}
-
-
-def resolve_scenario(name_or_path: str | Path) -> Path:
-    """Path of a scenario: an existing file, or the name of a shipped one (``"calm"``, ``"calm.toml"``).
-
-    Raises :class:`ScenarioNotFound` naming the shipped scenarios otherwise.
-    """
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    shipped = shipped_scenarios()
-    key = p.stem if p.suffix == ".toml" and len(p.parts) == 1 else str(name_or_path)
-    if key in shipped:
-        return shipped[key][0]
-    names = ", ".join(shipped) or "none"
-    raise ScenarioNotFound(f"no scenario file or shipped scenario named {str(name_or_path)!r} "
-                           f"(shipped: {names}; `gelav scenarios` lists them)")
-
 
 # ----------------------------------------------------------------------------------
 # summaries

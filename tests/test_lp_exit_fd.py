@@ -23,7 +23,7 @@ from mfg.lp_exit.params import Grid, load_scenario
 
 NO_POLICY = np.zeros((1, 1))
 
-CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
+CALM = Path(__file__).resolve().parents[1] / "mfg" / "lp_exit" / "library" / "calm.toml"
 
 
 def gaussian_masses(x, mean, std):

@@ -23,7 +23,7 @@ from mfg.lp_exit.params import (
     load_scenario,
 )
 
-CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
+CALM = Path(__file__).resolve().parents[1] / "mfg" / "lp_exit" / "library" / "calm.toml"
 
 POP = dict(name="pension", lp_type="pension", vintage=0.0, life=12.0, weight=0.6, kappa=1.0, lbar=1.0, sigma=0.3,
            lam=0.2, alpha=0.1, eta=0.5, ell=0.6, y=0.05, r=0.08, g=0.03, phi=0.01, a_max=4.0, initial_mean=1.0,

@@ -27,7 +27,7 @@ from mfg.lp_exit.scenarios import (
     solve_scenario,
 )
 
-DEMO = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "shock_demo.toml"
+DEMO = Path(__file__).resolve().parents[1] / "mfg" / "lp_exit" / "library" / "shock_demo.toml"
 
 BASE_POP = dict(name="lp", vintage=0.0, life=5.0, weight=1.0, kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.6,
                 y=0.15, r=0.2, g=0.05, a_max=4.0, initial_mean=1.0, initial_std=0.2)

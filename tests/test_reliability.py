@@ -32,7 +32,7 @@ from mfg.lp_exit.kernels import interior_range
 
 pytestmark = pytest.mark.kernels
 
-CALM = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "calm.toml"
+CALM = Path(__file__).resolve().parents[1] / "mfg" / "lp_exit" / "library" / "calm.toml"
 
 
 def calm() -> dict:

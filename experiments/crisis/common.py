@@ -16,10 +16,9 @@ from typing import Callable
 import pandas as pd
 
 from experiments.io import folder_lock, save_figure, write_csv, write_text
+from mfg.lp_exit.params import SCENARIO_DIR
 
 __all__ = ["ExperimentReport", "EXPERIMENTS", "register", "write_report", "SCENARIO_DIR"]
-
-SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 @dataclass(frozen=True)

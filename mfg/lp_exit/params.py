@@ -54,7 +54,13 @@ __all__ = [
     "Grid",
     "SolverOptions",
     "Scenario",
+    "ReportWindow",
     "load_scenario",
+    "resolve_scenario",
+    "shipped_scenarios",
+    "scenario_description",
+    "ScenarioNotFound",
+    "SCENARIO_DIR",
     "window_steps",
     "COVER_SDS",
 ]
@@ -396,19 +402,37 @@ class SolverOptions(BaseModel):
     workers: Annotated[int, Field(ge=1, le=256)] = 1
 
 
+class ReportWindow(BaseModel):
+    """The period an experiment reports (years): the solved window may extend beyond it on both sides
+    (a burn-in from the initial law, and a burn-out before the window's end, where funds that
+    outlive it are valued at par), so that facts are measured away from both truncations."""
+
+    model_config = _CONFIG
+
+    start: Year
+    end: Year
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.end > self.start:
+            raise ValueError(f"end ({self.end}) must exceed start ({self.start})")
+        return self
+
+
 class Scenario(BaseModel):
     """A model with its grid and solver options: the content of a scenario TOML file.
 
     Layout::
 
         [model]          start, end
-        [model.market]   pbar, beta, ...
+        [model.market]   kind, pbar, tau_d, gamma, P_cap, ...
         [[model.populations]]   name, lp_type, vintage, ...
         [model.populations.seasonal]   amplitude, start, end   (optional)
         [grid]           L_min, L_max, n_L, dt
         [solver]         temperature, damping, tol, max_iter, anderson, precondition, workers  (optional)
         [[events]]       time, name, description, populations, liquidity_shift, capital_cut,
                          Kbar_factor, pbar_factor, sigma_factor, duration  (optional; mfg.lp_exit.events.ShockEvent)
+        [report]         start, end   (optional: the period experiments report, inside [model] start..end)
     """
 
     model_config = _CONFIG
@@ -417,9 +441,21 @@ class Scenario(BaseModel):
     grid: Grid
     solver: SolverOptions = SolverOptions()
     events: Annotated[tuple[ShockEvent, ...], AfterValidator(sort_events)] = ()
+    report: ReportWindow | None = None
+
+    @property
+    def report_window(self) -> tuple[float, float]:
+        """``(start, end)`` of the reported period (the model's window unless ``[report]`` says otherwise)."""
+        if self.report is None:
+            return float(self.model.start), float(self.model.end)
+        return float(self.report.start), float(self.report.end)
 
     @model_validator(mode="after")
     def _covers(self):
+        if self.report is not None and not (self.model.start <= self.report.start
+                                            and self.report.end <= self.model.end):
+            raise ValueError(f"report: [{self.report.start}, {self.report.end}] must lie inside the model's window "
+                             f"[{self.model.start}, {self.model.end}]")
         self.grid.check_covers(self.model)
         window_steps(self.model, float(self.grid.dt))
         check_events(self.events, [p.name for p in self.model.populations], self.model.start, self.model.end,
@@ -435,7 +471,53 @@ class Scenario(BaseModel):
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario TOML file (see :class:`Scenario`)."""
-    with open(path, "rb") as fh:
+#: Folder of the shipped scenario files (package data of ``mfg.lp_exit``).
+SCENARIO_DIR = Path(__file__).resolve().parent / "library"
+
+
+class ScenarioNotFound(FileNotFoundError):
+    """Neither a file nor the name of a shipped scenario."""
+
+
+def scenario_description(path: str | Path) -> str:
+    """The first comment line of a scenario TOML file, without the ``#`` (empty if none)."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            s = line.strip()
+            if not s:
+                continue
+            if s.startswith("#"):
+                return s.lstrip("#").strip()
+            return ""
+    return ""
+
+
+def shipped_scenarios() -> dict[str, tuple[Path, str]]:
+    """``{name: (path, description)}`` of the shipped scenario files, sorted by name."""
+    if not SCENARIO_DIR.is_dir():
+        return {}
+    return {p.stem: (p, scenario_description(p)) for p in sorted(SCENARIO_DIR.glob("*.toml"))}
+
+
+def resolve_scenario(name_or_path: str | Path) -> Path:
+    """Path of a scenario: an existing file, or the name of a shipped one (``"calm"``, ``"calm.toml"``).
+
+    Raises :class:`ScenarioNotFound` naming the shipped scenarios otherwise.
+    """
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = shipped_scenarios()
+    key = p.stem if p.suffix == ".toml" and len(p.parts) == 1 else str(name_or_path)
+    if key in shipped:
+        return shipped[key][0]
+    names = ", ".join(shipped) or "none"
+    raise ScenarioNotFound(f"no scenario file or shipped scenario named {str(name_or_path)!r} "
+                           f"(shipped: {names}; `gelav scenarios` lists them)")
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Read and validate a scenario: a TOML file, or the name of a shipped one (``load_scenario("calm")``;
+    see :class:`Scenario` for the layout)."""
+    with open(resolve_scenario(name_or_path), "rb") as fh:
         return Scenario.model_validate(tomllib.load(fh))
