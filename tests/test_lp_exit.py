@@ -442,3 +442,21 @@ def test_threads_over_populations_are_bit_identical():
     for name in ("price", "mean_liquidity", "density", "value", "exit_prob", "residuals"):
         assert np.array_equal(getattr(one, name), getattr(two, name), equal_nan=True), name
     assert one.exploitability == two.exploitability
+
+
+def test_store_paths_keeps_the_time_series_and_the_exploitability():
+    """store="paths" (docs/lp_exit.md, Memory): the same paths, bookkeeping and exploitability without the tables."""
+    model, grid = two_population_model(), Grid(L_min=-1.0, L_max=3.0, n_L=121, dt=1 / 26)
+    opts = SolverOptions(temperature=1e-3, tol=1e-9, max_iter=60)
+    a = solve(model, grid, opts)
+    b = solve(model, grid, opts, store="paths")
+    assert b.value is None and b.density is None and b.exit_prob is None
+    for name in ("price", "mean_liquidity", "sell_flow", "buyer_capital", "flow", "exited_mass"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert np.max(np.abs(a.active_mass - b.active_mass)) < 1e-14  # summed in another order
+    assert np.nanmax(np.abs(a.threshold - b.threshold)) == 0.0
+    assert b.exploitability == pytest.approx(a.exploitability, rel=1e-10, abs=1e-15)
+    with pytest.raises(ValueError, match="store='paths'"):
+        b.state_at(3)
+    with pytest.raises(ValueError, match="store"):
+        solve(model, grid, opts, store="nothing")

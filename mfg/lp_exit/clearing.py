@@ -557,7 +557,7 @@ def _trade_and_move(n, P, M, marginal, fill, eps, stack, C, m, full, mesh, metho
 
 
 @njit(cache=True, nogil=True)
-def clearing_forward(stack, params, mesh, C, m0, P_guess, eps, K0, method, out):
+def clearing_forward(stack, params, mesh, C, m0, P_guess, eps, K0, method, diagnostics, out):
     """The forward sweep of every population with the market cleared at every step (docs/model.md 2.4, 2.5).
 
     ``C``: ``(n_pop, n_t, n_L)`` continuation values of the backward sweeps (on the iterate's
@@ -568,8 +568,9 @@ def clearing_forward(stack, params, mesh, C, m0, P_guess, eps, K0, method, out):
     buyers' spend and the refill ``K^{n+1} = (K - spend) + dt theta_K (Kbar - (K - spend))``,
     then every population moves with the drift at ``(P^n, M^n)``.  No sale happens at the
     last step; its price carries the one before (branch ``BRANCH_CLOSED``).  ``out``: a
-    :class:`ForwardOut` (``m`` of ``(n_pop, 2, n_L)`` keeps two rows; ``q`` empty: no table,
-    and no withdrawn supply either: the iterations of the fixed point do not need them).
+    :class:`ForwardOut` (``m`` of ``(n_pop, 2, n_L)`` keeps two rows; ``q`` empty: no table).
+    ``diagnostics``: compute the withdrawn supply (the iterations of the fixed point do not
+    need it).
     Returns the total number of root-finder iterations.
     """
     n_pop, n_t = stack.q_max.shape
@@ -585,7 +586,6 @@ def clearing_forward(stack, params, mesh, C, m0, P_guess, eps, K0, method, out):
     qrow = np.empty(n_L)
     cp = np.empty(n_L)
     rhs = np.empty(n_L)
-    diagnostics = out.q.shape[0] > 0
     K = K0
     M = np.nan
     iterations = 0

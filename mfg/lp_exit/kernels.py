@@ -256,7 +256,8 @@ def keeps_every_row(a, n_t):
 
 @njit(cache=True, inline="always")
 def last_moments(m, n_last, full, moments):
-    """Moments of row ``n_last`` of a forward sweep (mass, first moment, no exit sensitivity)."""
+    """Moments of row ``n_last`` of a forward sweep (mass, first moment, no exit sensitivity; with
+    five rows of ``stats`` the masses on the end nodes)."""
     x, stats = moments
     cur = m[n_last] if full else m[n_last & 1]
     s0 = 0.0
@@ -267,6 +268,9 @@ def last_moments(m, n_last, full, moments):
     stats[0, n_last] = s0
     stats[1, n_last] = s1
     stats[2, n_last] = 0.0
+    if stats.shape[0] >= 5:
+        stats[3, n_last] = cur[0]
+        stats[4, n_last] = cur[cur.shape[0] - 1]
 
 
 # ----------------------------------------------------------------------------------
@@ -372,7 +376,8 @@ def sl_forward(m0, pop, coef, q, mesh, m, exited, moments):
     ``m``: ``(n_t, n)`` to keep every row, or ``(2, n)`` to keep two rows (row ``t`` is
     ``m[t % 2]``); rows outside ``[n_first, n_last]`` are not touched.  ``exited[n]`` is
     written for ``n_first <= n < n_last``.  ``moments``: ``(x, stats)`` with ``stats`` of
-    shape ``(3, n_t)``, or empty arrays (:func:`no_moments`); when given,
+    shape ``(3, n_t)`` or ``(5, n_t)`` (rows 3, 4: the masses on the end nodes), or empty
+    arrays (:func:`no_moments`); when given,
     ``stats[0, n] = sum_i m_i``, ``stats[1, n] = sum_i x_i m_i`` for ``n_first <= n <=
     n_last`` and ``stats[2, n] = sum_{q_i > 0} m_i q_i (1 - q_i / q_max)`` (0 if ``q_max
     <= 0``) for ``n_first <= n < n_last``: the moments of the mean field and the exit
@@ -380,7 +385,7 @@ def sl_forward(m0, pop, coef, q, mesh, m, exited, moments):
     """
     n = m0.shape[0]
     full = keeps_every_row(m, coef.drift_c.shape[0])
-    want = moments[1].shape[0] == 3
+    want = moments[1].shape[0] >= 3
     r0 = pop.n_first if full else pop.n_first & 1
     for i in range(n):
         m[r0, i] = m0[i]
@@ -413,6 +418,9 @@ def step_moments(cur, qt, q_max, moments, t):
     stats[0, t] = s0
     stats[1, t] = s1
     stats[2, t] = s2
+    if stats.shape[0] >= 5:  # the masses on the end nodes (bookkeeping without the density table)
+        stats[3, t] = cur[0]
+        stats[4, t] = cur[cur.shape[0] - 1]
 
 
 @njit(cache=True, nogil=True)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,16 @@ class SeriesResult:
     def _initial_S_hat(self) -> float:
         raise NotImplementedError
 
+    def _carried_pressure(self, n: int) -> float:
+        """``Ŝ^{n-1}`` carried into step ``n`` (impact market); 0 in the clearing market, which has none."""
+        if n == 0:
+            return self._initial_S_hat()
+        v = float(self.sell_pressure[n - 1])
+        return v if math.isfinite(v) else 0.0
+
     def _state_at(self, n: int) -> LPState:
+        if self.density is None:
+            raise ValueError("this result keeps no density (solved with store='paths'): solve with store='all'")
         n_t = self.t.size
         if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
             raise TypeError(f"n must be an integer step index, got {type(n).__name__}")
@@ -58,7 +68,7 @@ class SeriesResult:
             t0=float(self.t[n]),
             masses=self.density[:, n, :] * self.dL,
             K=float(self.buyer_capital[n]),
-            S_hat=float(self.sell_pressure[n - 1]) if n > 0 else self._initial_S_hat(),
+            S_hat=self._carried_pressure(n),
             exited=self.exited_mass[:, n].copy(),
             matured=self.matured_mass[:, n].copy(),
         )
@@ -75,6 +85,8 @@ class SeriesResult:
                 "buyer_capital": self.buyer_capital,
                 "sell_pressure": self.sell_pressure,
                 "sell_flow": self.sell_flow,
+                "withdrawn": self.withdrawn,
+                "deal_price": self.deal_price,
                 "mean_liquidity": self.mean_liquidity,
                 "active_nav": self.active_nav,
                 "turnover": self.turnover,
@@ -128,6 +140,7 @@ class LPExitResult(SeriesResult):
     exit_prob : (n_pop, n_t, n_L) ``q`` (0 where no decision is taken).
     value : (n_pop, n_t, n_L) ``V`` per unit NAV (NaN before entry and after maturity).
     density : (n_pop, n_t, n_L) density of active LPs in ``L`` (``sum * dL = active_mass``).
+        These three (and ``continuation``) are ``None`` for ``solve(..., store="paths")``.
     threshold : (n_pop, n_t) exit boundary (NaN without one).
     residuals : (iterations,) ``max(price_residuals, mean_residuals)``, one per
         evaluation of the fixed-point map (Anderson steps that were rejected included).
@@ -171,9 +184,9 @@ class LPExitResult(SeriesResult):
     exited_mass: np.ndarray
     matured_mass: np.ndarray
     mean_liquidity: np.ndarray
-    exit_prob: np.ndarray
-    value: np.ndarray
-    density: np.ndarray
+    exit_prob: np.ndarray | None
+    value: np.ndarray | None
+    density: np.ndarray | None
     threshold: np.ndarray
     residuals: np.ndarray
     price_residuals: np.ndarray
@@ -210,7 +223,8 @@ class LPExitResult(SeriesResult):
         """Tidy frames of the time series.
 
         ``kind="market"``: one row per time, columns ``t, price, discount,
-        buyer_capital, sell_pressure, sell_flow, mean_liquidity, active_nav, turnover``.
+        buyer_capital, sell_pressure, sell_flow, withdrawn, deal_price, mean_liquidity,
+        active_nav, turnover``.
         ``kind="populations"``: one row per (time, population), columns ``t,
         population, vintage_price, flow, active_mass, exited_mass, matured_mass,
         threshold``.

@@ -56,7 +56,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..results import BoundaryMassWarning
+from ..results import BoundaryMassWarning, Status
 from ..semi_lagrangian import UniformGrid, deposit_p1
 from .events import ShockEvent, ShockSchedule, check_events
 from .inputs import LPState, MarketInputs
@@ -180,6 +180,11 @@ class ScenarioResult(SeriesResult):
     exited_mass: np.ndarray
     matured_mass: np.ndarray
     mean_liquidity: np.ndarray
+    withdrawn: np.ndarray
+    spend: np.ndarray
+    deal_price: np.ndarray
+    clearing_residual: np.ndarray
+    market_branch: np.ndarray
     threshold: np.ndarray
     density: np.ndarray
     exit_prob: np.ndarray
@@ -193,6 +198,7 @@ class ScenarioResult(SeriesResult):
     model: LPExitModel = field(repr=False)
     grid: Grid = field(repr=False)
     options: SolverOptions = field(repr=False)
+    continuation: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def iterations(self) -> tuple[int, ...]:
@@ -202,6 +208,17 @@ class ScenarioResult(SeriesResult):
     @property
     def converged(self) -> bool:
         return all(s.converged for s in self.segments)
+
+    @property
+    def status(self) -> Status:
+        """The worst status of the segments (docs/model.md 3.3)."""
+        return max(s.status for s in self.segments)
+
+    @property
+    def message(self) -> str:
+        """One line per segment that did not converge, or that all did."""
+        bad = [f"segment {i}: {s.message}" for i, s in enumerate(self.segments) if not s.converged]
+        return "; ".join(bad) if bad else f"all {len(self.segments)} segment(s) converged"
 
     @property
     def exploitability(self) -> tuple[float, ...]:
@@ -245,7 +262,8 @@ class ScenarioResult(SeriesResult):
 # solving
 # ----------------------------------------------------------------------------------
 
-_STITCHED_T = ("price", "buyer_capital", "sell_pressure", "sell_flow", "mean_liquidity")  # (n_t,)
+_STITCHED_T = ("price", "buyer_capital", "sell_pressure", "sell_flow", "mean_liquidity", "withdrawn", "spend",
+               "deal_price", "clearing_residual", "market_branch")  # (n_t,)
 _STITCHED_KT = ("vintage_price", "flow", "active_mass", "exited_mass", "matured_mass", "threshold")  # (n_pop, n_t)
 _STITCHED_KTL = ("density", "exit_prob", "value")  # (n_pop, n_t, n_L)
 
@@ -318,6 +336,11 @@ def _stitch(kind, model, grid, options, events, segments, starts, pushed, t_star
             arr[..., a:b] = getattr(seg.inputs, name)[..., :b - a]
         ins[name] = arr
     inputs = MarketInputs(**ins)
+    if full.continuation is not None:
+        C = np.empty_like(full.continuation)
+        for seg, a, b in zip(segments, starts, ends):
+            C[:, a:b] = seg.continuation[:, :b - a]
+        out["continuation"] = C
     if market is not None:
         out.update(market)
     timings = {"segments": [s.timings.get("total", float("nan")) for s in segments],

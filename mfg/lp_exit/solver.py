@@ -42,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from ..resources import check_memory
 from ..results import BoundaryMassWarning, ConvergenceWarning, message_of, status_of
@@ -92,7 +93,8 @@ class Evaluation:
     ``market``: the :class:`MarketPath`;
     ``M_new``: the mean field the flows produce; ``sens``: ``(n_pop, n_t)`` derivative of
     the exiting mass with respect to the same step's price (for the preconditioner), or
-    ``None``; ``residual_P``, ``residual_M``: ``max|P_new - P|``, ``max|M_new - M|``.
+    ``None``; ``residual_P``, ``residual_M``: ``max|P_new - P|``, ``max|M_new - M|``; ``masses``
+    and ``edge``: the bookkeeping of a solve that keeps no density table (``store="paths"``).
     """
 
     P: np.ndarray
@@ -103,6 +105,8 @@ class Evaluation:
     sens: np.ndarray | None
     residual_P: float
     residual_M: float
+    masses: np.ndarray  # (n_pop, n_t) mass of each population at t_n (maturity step included)
+    edge: np.ndarray  # (n_pop,) largest mass on an end node of the grid
 
     @property
     def P_new(self) -> np.ndarray:
@@ -129,9 +133,10 @@ class PathSweeps:
     #: the per-phase timings of this market kind
     PHASES = ("backward", "forward", "sweeps", "market", "exploitability")
 
-    def __init__(self, disc: LPDiscretisation, method: str, options: SolverOptions):
+    def __init__(self, disc: LPDiscretisation, method: str, options: SolverOptions, store_tables: bool = True):
         self.disc = disc
         self.method = method
+        self.store_tables = store_tables
         self.backward, self.forward = SWEEP_KERNELS[method]
         self.options = options
         self.rule = ExitRule(float(options.temperature), False, _NO_POLICY)
@@ -169,7 +174,7 @@ class PathSweeps:
         return list(self.pool.map(fn, *iterables))
 
     def _result_rows(self):
-        if self.rows is None:
+        if self.rows is None and self.store_tables:
             n_pop, n_t, n_L = self.disc.n_pop, self.disc.n_t, self.disc.grid.n_L
             self.rows = (np.full((n_pop, n_t, n_L), np.nan), np.zeros((n_pop, n_t, n_L)),
                          np.full((n_pop, n_t), np.nan), np.zeros((n_pop, n_t, n_L)))
@@ -201,35 +206,35 @@ class PathSweeps:
         self._check_path(P, M)
         if keep_rows:
             self._result_rows()
-        exit_mass, market, M_new, sens = self._map_path(P, M, keep_rows)
+        exit_mass, market, M_new, sens, masses, edge = self._map_path(P, M, keep_rows)
         self._check_market(market, M_new)
         self.res_P.append(float(np.max(np.abs(market.price - P))))
         self.res_M.append(float(np.max(np.abs(M_new - M))))
-        ev = Evaluation(P, M, exit_mass, market, M_new, sens, self.res_P[-1], self.res_M[-1])
+        ev = Evaluation(P, M, exit_mass, market, M_new, sens, self.res_P[-1], self.res_M[-1], masses, edge)
         self.last = ev
         if keep_rows:
             self.rows_owner = ev
         return ev
 
     def _map_path(self, P, M, keep_rows):  # pragma: no cover - interface
-        """``(exit_mass, MarketPath, M_new, sens)`` of the map on ``(P, M)``."""
+        """``(exit_mass, MarketPath, M_new, sens, masses, edge)`` of the map on ``(P, M)``."""
         raise NotImplementedError
 
     def step(self, ev: Evaluation) -> np.ndarray:
         """The price residual ``P_new - P`` (preconditioned where the market kind has a preconditioner)."""
         return ev.P_new - ev.P
 
-    def full_rows(self, ev: Evaluation):
-        """Every row of the accepted evaluation's values, policy, thresholds and masses: if the evaluation
-        that produced ``ev`` did not keep them, one more evaluation on the very same path (bit-identical
-        numbers; not an iteration: its residuals and timings are dropped)."""
+    def finalise(self, ev: Evaluation) -> Evaluation:
+        """The accepted evaluation made with ``keep_rows`` (every row of the values, policy, thresholds
+        and masses in the result's arrays when tables are stored, and the market's diagnostics): if
+        ``ev`` was not, one more evaluation on the very same path (bit-identical numbers; not an
+        iteration: its residuals and timings are dropped)."""
         if self.rows_owner is not ev:
             n_res, kept = len(self.res_P), dict(self.timings)
-            self.evaluate(ev.P, ev.M, True)
+            ev = self.evaluate(ev.P, ev.M, True)
             del self.res_P[n_res:], self.res_M[n_res:]
             self.timings.update(kept)
-            self.rows_owner = ev
-        return self.rows
+        return ev
 
     def extra_outputs(self) -> dict:
         """Result fields this market kind adds (the continuation values of the clearing market)."""
@@ -240,12 +245,12 @@ class ImpactSweeps(PathSweeps):
     """The map with the impact market of docs/model.md 2.4b: each population swept on its own (backward,
     then forward with its exits), then the market recursion on the exits."""
 
-    def __init__(self, disc, method, options):
-        super().__init__(disc, method, options)
+    def __init__(self, disc, method, options, store_tables=True):
+        super().__init__(disc, method, options, store_tables)
         self.market_params = impact_params(disc.model.market)
         self.act_f = disc.active.astype(float)
         self.zeros_t = np.zeros(disc.n_t)
-        self.zeros_stats = np.zeros((3, disc.n_t))
+        self.zeros_stats = np.zeros((5, disc.n_t))
 
     def _population(self, k, coef, full):
         """Exits and ``(mass, first moment, exit sensitivity)`` per step of population ``k``;
@@ -254,10 +259,10 @@ class ImpactSweeps(PathSweeps):
         if not disc.in_window[k]:
             return self.zeros_t, self.zeros_stats, 0.0, 0.0
         e = np.zeros(disc.n_t)
-        stats = np.zeros((3, disc.n_t))
+        stats = np.zeros((5, disc.n_t))
         buf = self.scratch.get()
         try:
-            if full:
+            if full and self.store_tables:
                 V_all, Q_all, TH_all, m_all = self.rows
                 v_rows, q_buf, thr_buf, m_rows = V_all[k], Q_all[k], TH_all[k], m_all[k]
             else:
@@ -307,13 +312,15 @@ class ImpactSweeps(PathSweeps):
         market = MarketPath(S, s_hat, P_new, K, pi, nan, nan, nan, np.full(disc.n_t, -1))
         M_new = self._mean_field(outs, M)
         self.timings["market"] += time.perf_counter() - s
+        masses = np.array([o[1][0] for o in outs])
+        edge = np.array([max(float(np.max(o[1][3])), float(np.max(o[1][4]))) for o in outs])
         sens = None
         if self.options.precondition and self.rule.temperature > 0.0:
             sens = np.zeros((disc.n_pop, disc.n_t))
             for k in range(disc.n_pop):
                 if disc.in_window[k]:
                     sens[k] = (disc.life_factor[k] / self.rule.temperature) * outs[k][1][2]
-        return exit_mass, market, M_new, sens
+        return exit_mass, market, M_new, sens, masses, edge
 
     def step(self, ev: Evaluation) -> np.ndarray:
         """The preconditioned price residual ``D (P_new - P)``: a quasi-Newton step on the market recursion
@@ -333,8 +340,8 @@ class ClearingSweeps(PathSweeps):
 
     PHASES = ("backward", "forward", "sweeps", "exploitability")
 
-    def __init__(self, disc, method, options):
-        super().__init__(disc, method, options)
+    def __init__(self, disc, method, options, store_tables=True):
+        super().__init__(disc, method, options, store_tables)
         self.params = clearing_params(disc.model.market)
         n_pop, n_t, n_L = disc.n_pop, disc.n_t, disc.grid.n_L
         self.C_work = np.zeros((n_pop, n_t, n_L))
@@ -367,13 +374,14 @@ class ClearingSweeps(PathSweeps):
         disc = self.disc
         n_pop, n_t, n_L = disc.n_pop, disc.n_t, disc.grid.n_L
         s = time.perf_counter()
-        if keep_rows:
+        tables = keep_rows and self.store_tables
+        if tables:
             if self.C_rows is None:
                 self.C_rows = np.zeros((n_pop, n_t, n_L))
             C = self.C_rows
         else:
             C = self.C_work
-        secs = self._map(self._backward, range(n_pop), disc.coefficients(P, M), [C] * n_pop, [keep_rows] * n_pop)
+        secs = self._map(self._backward, range(n_pop), disc.coefficients(P, M), [C] * n_pop, [tables] * n_pop)
         self.timings["backward"] += sum(secs)
         s1 = time.perf_counter()
         nan = np.full(n_t, np.nan)
@@ -381,24 +389,24 @@ class ClearingSweeps(PathSweeps):
                          spend=np.zeros(n_t), residual=np.zeros(n_t), branch=np.zeros(n_t, dtype=np.int64),
                          mean_field=np.empty(n_t), exits=np.zeros((n_pop, n_t)),
                          vintage_price=np.zeros((n_pop, n_t)), stats=np.zeros((n_pop, 3, n_t)),
-                         edge=np.zeros(n_pop), q=self.rows[1] if keep_rows else np.empty((0, 0, 0)),
-                         m=self.rows[3] if keep_rows else self.m_work)
+                         edge=np.zeros(n_pop), q=self.rows[1] if tables else np.empty((0, 0, 0)),
+                         m=self.rows[3] if tables else self.m_work)
         self.iterations_root += clearing_forward(self.stack, self.params, self.mesh, C, disc.m0, P,
                                                  float(self.rule.temperature), float(disc.K0),
-                                                 0 if self.method == "sl" else 1, out)
+                                                 0 if self.method == "sl" else 1, keep_rows, out)
         self.timings["forward"] += time.perf_counter() - s1
         self.timings["sweeps"] += time.perf_counter() - s
         market = MarketPath(out.volume, nan, out.price, out.capital, out.vintage_price, out.withdrawn, out.spend,
                             out.residual, out.branch)
-        return out.exits, market, out.mean_field, None
+        return out.exits, market, out.mean_field, None, out.stats[:, 0, :], out.edge
 
     def extra_outputs(self) -> dict:
         return {"continuation": self.C_rows}
 
 
-def path_sweeps(disc: LPDiscretisation, method: str, options: SolverOptions) -> PathSweeps:
+def path_sweeps(disc: LPDiscretisation, method: str, options: SolverOptions, store_tables: bool = True) -> PathSweeps:
     """The :class:`PathSweeps` of the model's market kind."""
-    return (ClearingSweeps if disc.market_kind == "clearing" else ImpactSweeps)(disc, method, options)
+    return (ClearingSweeps if disc.market_kind == "clearing" else ImpactSweeps)(disc, method, options, store_tables)
 
 
 def exploitability(sweeps: PathSweeps, P: np.ndarray, M: np.ndarray, policy: np.ndarray) -> float:
@@ -431,6 +439,79 @@ def exploitability(sweeps: PathSweeps, P: np.ndarray, M: np.ndarray, policy: np.
     return gain
 
 
+def _policy_of(sweeps: PathSweeps, k: int, coef_it, P_final: np.ndarray) -> np.ndarray:
+    """Population ``k``'s equilibrium policy table ``(n_t, n_L)`` recomputed without the stored tables.
+
+    Impact market: the exit probabilities of the backward sweep on the accepted iterate's path.
+    Clearing market: the continuation values of that sweep and the cleared prices
+    ``P_final``, ``q = q_max logistic((P A dfac - phi - C) / eps)`` (the hard rule at
+    ``eps = 0``, without the rationing of a marginal group)."""
+    disc = sweeps.disc
+    n_t, n_L = disc.n_t, disc.grid.n_L
+    pop = sweeps.pops[k]
+    q = np.zeros((n_t, n_L))
+    C = np.zeros((n_t, n_L)) if disc.market_kind == "clearing" else _NO_C
+    sweeps.backward(pop, coef_it, sweeps.rule, sweeps.mesh, np.empty((2, n_L)), q, np.empty(n_t), C)
+    if disc.market_kind != "clearing":
+        return q
+    rows = slice(int(pop.n_first), int(pop.n_last))
+    G = (P_final[rows] * disc.life_factor[k, rows])[:, None] * pop.dfac[None, :] - pop.phi
+    eps = sweeps.rule.temperature
+    out = np.zeros((n_t, n_L))
+    if eps > 0.0:
+        out[rows] = pop.q_max[rows, None] * expit((G - C[rows]) / eps)
+    else:
+        out[rows] = np.where(G > C[rows], pop.q_max[rows, None], 0.0)
+    return out
+
+
+def exploitability_streamed(sweeps: PathSweeps, ev: Evaluation, P: np.ndarray, M: np.ndarray) -> float:
+    """:func:`exploitability` when no policy table is stored (``store="paths"``): each population's
+    policy is recomputed on the accepted iterate ``ev`` (:func:`_policy_of`), one population at a
+    time, so the memory is one table per thread, not one per population."""
+    disc = sweeps.disc
+
+    def gain_of(k, coef_it, coef):
+        if not disc.in_window[k]:
+            return 0.0
+        policy = _policy_of(sweeps, k, coef_it, P)
+        pop, n_first, n_L = sweeps.pops[k], int(disc.n_first[k]), disc.grid.n_L
+        rows, q_buf, thr_buf = np.empty((2, n_L)), np.zeros((disc.n_t, n_L)), np.empty(disc.n_t)
+        sweeps.backward(pop, coef, ExitRule(0.0, False, _NO_POLICY), sweeps.mesh, rows, q_buf, thr_buf, _NO_C)
+        v_br = rows[n_first & 1].copy()
+        sweeps.backward(pop, coef, ExitRule(0.0, True, policy), sweeps.mesh, rows, q_buf, thr_buf, _NO_C)
+        return float(np.dot(disc.m0[k], v_br - rows[n_first & 1]))
+
+    gains = sweeps._map(gain_of, range(disc.n_pop), disc.coefficients(ev.P, ev.M), disc.coefficients(P, M))
+    gain = 0.0
+    for w, g_k in zip(disc.weights, gains):
+        gain += w * g_k
+    return gain
+
+
+def bookkeeping_from_masses(disc: LPDiscretisation, masses: np.ndarray, edges: np.ndarray, exit_mass: np.ndarray):
+    """:func:`bookkeeping` from the masses per step ``(n_pop, n_t)`` and the end-node masses that the
+    sweeps record (``store="paths"``: no density table)."""
+    n_pop, n_t, N = disc.n_pop, disc.n_t, disc.N
+    active_mass, exited_mass, matured_mass = np.zeros((n_pop, n_t)), np.zeros((n_pop, n_t)), np.zeros((n_pop, n_t))
+    edge = 0.0
+    for k in range(n_pop):
+        e, a = exit_mass[k], disc.active[k]
+        n_first, n_last = int(disc.n_first[k]), int(disc.n_last[k])
+        if not disc.in_window[k]:
+            exited_mass[k] = disc.exited0[k]
+            matured_mass[k] = disc.matured0[k]
+            continue
+        edge = max(edge, float(edges[k]))
+        exited_mass[k, n_first:] = disc.exited0[k]
+        exited_mass[k, n_first + 1:] += np.cumsum(e[n_first:N])
+        matured_mass[k, n_first:] = disc.matured0[k]
+        if disc.matures[k]:
+            matured_mass[k, n_last:] += masses[k, n_last]
+        active_mass[k] = np.where(a, masses[k], 0.0)
+    return active_mass, exited_mass, matured_mass, edge
+
+
 def bookkeeping(disc: LPDiscretisation, masses: np.ndarray, exit_mass: np.ndarray):
     """Active, exited and matured fractions per population and step, and the largest mass on an end node.
 
@@ -460,14 +541,37 @@ def bookkeeping(disc: LPDiscretisation, masses: np.ndarray, exit_mass: np.ndarra
     return active_mass, exited_mass, matured_mass, edge
 
 
-def memory_needed(disc: LPDiscretisation, options: SolverOptions) -> float:
-    """Bytes a solve allocates: the result's value, exit probabilities and densities (``3 n_pop n_t n_L``
-    doubles; the clearing market adds its continuation values twice, the working copy and the
-    result's) and one scratch set per thread (``n_t (n_L + 1) + 4 n_L`` doubles)."""
+def memory_needed(disc: LPDiscretisation, options: SolverOptions, store: str = "all") -> float:
+    """Bytes a solve allocates (docs/lp_exit.md, "Memory").
+
+    ``store="all"``: the result's value, exit probabilities and densities, ``3 n_pop n_t n_L``
+    doubles, and in the clearing market its continuation values twice (the working copy and
+    the result's); ``store="paths"``: the clearing market's working continuation values only.
+    Plus one scratch set per thread, ``n_t (n_L + 1) + 4 n_L`` doubles (``store="paths"``: two
+    more tables per thread for the streamed exploitability)."""
     n_t, n_L = disc.n_t, disc.grid.n_L
     workers = max(1, min(int(options.workers), int(disc.in_window.sum())))
-    tables = 5 if disc.market_kind == "clearing" else 3
-    return 8.0 * (tables * disc.n_pop * n_t * n_L + workers * (n_t * (n_L + 1) + 4 * n_L))
+    clearing = disc.market_kind == "clearing"
+    if store == "all":
+        tables = 5 if clearing else 3
+        per_thread = n_t * (n_L + 1) + 4 * n_L
+    else:
+        tables = 1 if clearing else 0
+        per_thread = 3 * n_t * n_L + n_t + 6 * n_L
+    return 8.0 * (tables * disc.n_pop * n_t * n_L + workers * per_thread)
+
+
+def _thresholds(sweeps: PathSweeps, ev: Evaluation) -> np.ndarray:
+    """``(n_pop, n_t)`` exit thresholds of the accepted iterate (``store="paths"``: the final evaluation
+    did not write them), from one backward sweep per population."""
+    disc = sweeps.disc
+    n_t, n_L = disc.n_t, disc.grid.n_L
+    out = np.full((disc.n_pop, n_t), np.nan)
+    for k, coef in enumerate(disc.coefficients(ev.P, ev.M)):
+        if disc.in_window[k]:
+            sweeps.backward(sweeps.pops[k], coef, sweeps.rule, sweeps.mesh, np.empty((2, n_L)), np.zeros((n_t, n_L)),
+                            out[k], _NO_C)
+    return out
 
 
 def _initial_path(disc: LPDiscretisation, initial: LPState | None, guess):
@@ -504,9 +608,12 @@ def check_arguments(model, grid, options, method: str = "sl") -> SolverOptions:
     return options
 
 
+STORE = ("all", "paths")
+
+
 def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, method: str = "sl", *,
           initial: LPState | None = None, inputs: MarketInputs | None = None,
-          guess: tuple[np.ndarray, np.ndarray] | None = None) -> LPExitResult:
+          guess: tuple[np.ndarray, np.ndarray] | None = None, store: str = "all") -> LPExitResult:
     """Solve the LP-exit MFG (docs/model.md 2.5) by a safeguarded, Anderson-accelerated fixed point on ``(P^n, M^n)``.
 
     ``method``: ``"sl"`` (the second-order semi-Lagrangian scheme of docs/model.md 2.6) or
@@ -514,7 +621,11 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
     start from at ``initial.t0`` (the window becomes ``[t0, model.end]``).  ``inputs``:
     :class:`MarketInputs` with time-varying ``Kbar``, ``pbar`` and ``sigma`` on the
     window's time grid.  ``guess``: an initial path ``(P, M)`` on the window's time grid
-    (e.g. a nearby problem's solution) instead of ``P = P̄`` and ``M`` constant.
+    (e.g. a nearby problem's solution) instead of ``P = P̄`` and ``M`` constant.  ``store``:
+    ``"all"`` keeps every table (value, exit probabilities, density, and the clearing
+    market's continuation values: what a finite-N market needs as a policy); ``"paths"``
+    keeps only the time series (these four are then ``None``), a fraction of the memory
+    (:func:`memory_needed`).
 
     The result follows docs/model.md 3.3 (``converged``, ``status``, ``message``,
     ``iterations``, ``residuals``, ``timings``).  Emits :class:`ConvergenceWarning` at
@@ -522,12 +633,15 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
     than ``EDGE_MASS_WARN`` of a population's mass.
     """
     options = check_arguments(model, grid, options, method)
+    if store not in STORE:
+        raise ValueError(f"store must be one of {STORE}, got {store!r}")
     t_start = time.perf_counter()
     disc = discretise(model, grid, initial=initial, inputs=inputs)
-    check_memory(memory_needed(disc, options), f"an LP-exit solve on {disc.n_pop} population(s) x {disc.n_t} steps x "
-                 f"{grid.n_L} nodes", "use a coarser grid (grid.n_L, grid.dt) or a shorter window")
+    hint = "store='paths' keeps only the time series" if store == "all" else "use a coarser grid or a shorter window"
+    check_memory(memory_needed(disc, options, store),
+                 f"an LP-exit solve on {disc.n_pop} population(s) x {disc.n_t} steps x {grid.n_L} nodes", hint)
     P0, M0 = _initial_path(disc, initial, guess)
-    with path_sweeps(disc, method, options) as sweeps:
+    with path_sweeps(disc, method, options, store == "all") as sweeps:
         fp = anderson_fixed_point(sweeps, P0, M0, tol=options.tol, max_iter=options.max_iter,
                                   depth=int(options.anderson), theta=float(options.damping))
         res = fp.evaluation.residual
@@ -535,16 +649,24 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
             warnings.warn(f"LP-exit fixed point stopped after {len(sweeps.res_P)} iterations with residual "
                           f"{res:.3g} > tol={options.tol:g}", ConvergenceWarning, stacklevel=2)
         s = time.perf_counter()
-        V_all, Q_all, TH_all, m_all = sweeps.full_rows(fp.evaluation)
+        ev = sweeps.finalise(fp.evaluation)
+        V_all, Q_all, TH_all, m_all = sweeps.rows if sweeps.rows is not None else (None, None, None, None)
         sweeps.timings["final"] = time.perf_counter() - s
-        mk = fp.evaluation.market
-        P_final, M_final = mk.price, fp.evaluation.M_new
+        mk = ev.market
+        P_final, M_final = mk.price, ev.M_new
         # exploitability on the final path (the one the policy's own flows produce): against
         # the iterate's path a hard (temperature 0) iterate would always score exactly 0
         s = time.perf_counter()
-        gain = exploitability(sweeps, P_final, M_final, Q_all)
+        if Q_all is not None:
+            gain = exploitability(sweeps, P_final, M_final, Q_all)
+        else:
+            gain = exploitability_streamed(sweeps, ev, P_final, M_final)
+            TH_all = _thresholds(sweeps, ev)
         sweeps.timings["exploitability"] = time.perf_counter() - s
-    active_mass, exited_mass, matured_mass, edge = bookkeeping(disc, m_all, fp.evaluation.exit_mass)
+    if m_all is not None:
+        active_mass, exited_mass, matured_mass, edge = bookkeeping(disc, m_all, ev.exit_mass)
+    else:
+        active_mass, exited_mass, matured_mass, edge = bookkeeping_from_masses(disc, ev.masses, ev.edge, ev.exit_mass)
     if edge > EDGE_MASS_WARN:
         warnings.warn(f"up to {edge:.2g} of a population's mass sits on an end node of [{grid.L_min}, {grid.L_max}]: "
                       "the clamped boundary is felt; widen the grid", BoundaryMassWarning, stacklevel=2)
@@ -560,7 +682,7 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         t=disc.t, L=disc.x, populations=disc.names, price=P_final, vintage_price=mk.vintage_price,
         buyer_capital=mk.capital, sell_pressure=mk.pressure, sell_flow=mk.flow,
         withdrawn=mk.withdrawn, spend=mk.spend, deal_price=deal_price, clearing_residual=mk.residual,
-        market_branch=mk.branch, flow=disc.weights[:, None] * fp.evaluation.exit_mass / disc.dt,
+        market_branch=mk.branch, flow=disc.weights[:, None] * ev.exit_mass / disc.dt,
         active_mass=active_mass, exited_mass=exited_mass, matured_mass=matured_mass, mean_liquidity=M_final,
         exit_prob=Q_all, value=V_all, density=m_all, threshold=TH_all,
         residuals=np.maximum(sweeps.res_P, sweeps.res_M), price_residuals=np.array(sweeps.res_P),
@@ -569,5 +691,5 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         message=message_of(fp.converged, iterations, res, options.tol), anderson_rejections=fp.rejections,
         edge_mass=edge, timings=timings, initial=initial,
         inputs=MarketInputs(Kbar=disc.Kbar, pbar=disc.pbar, sigma=disc.sigma), model=model, grid=grid,
-        options=options, **sweeps.extra_outputs(),
+        options=options, **(sweeps.extra_outputs() if store == "all" else {}),
     )
