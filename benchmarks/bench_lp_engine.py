@@ -1,17 +1,22 @@
 """Benchmark of the finite-N LP market engine (abm.lp_market.engine.simulate).
 
-    python benchmarks/bench_lp_engine.py              # N = 10^6, calm scenario (about 1 minute on 2 cores)
+    python benchmarks/bench_lp_engine.py              # N = 10^6, calm scenario (about 2 minutes on 2 cores)
     python benchmarks/bench_lp_engine.py --agents 200000 --repeats 5
 
-Case: the calm scenario (six populations, 2015-2025) with the MFG policy solved on a
-4-weekly grid (401 L nodes, dt = 1/13: 131 steps), one market of N LPs, exact OU step.
-Timed: :func:`abm.lp_market.engine.simulate` end to end (set-up, initial draws and result
-included) with numba limited to one thread and with all threads; and, as a baseline in
-the same run, a plain-numpy implementation of the same step (vectorised over LPs: the
-mean field, the P1 policy lookup, Bernoulli exits, :func:`mfg.lp_exit.market.market_step`, the
-exact OU step).  Agent-steps are ``N x (number of steps)``; the active agent-steps (LPs
-whose fund is live) are about 60% of them in this scenario.  The header prints the
-machine's core count, numba's thread count, the threading layer and the load average.
+Case: the calm scenario with the MFG policy solved on a 4-weekly grid (dt = 1/13), one market
+of N LPs, exact OU step.  Timed, in one run:
+
+* the engine with the clearing market (sale-process clocks, reservation prices from the
+  MFG's continuation values, the uniform-price auction of every step), with numba limited to
+  one thread and with all threads;
+* the machine's limit for this work, a bare OU step: one normal draw per agent-step from a
+  ``numpy.random.Generator`` per block of agents, nothing else (the same blocks and threads);
+  the engine's ratio to it is printed (agent-steps per second, engine / bare);
+* the same scenario with the reduced-form impact market (the first version's engine), and a
+  plain-numpy implementation of that step (the first version's baseline).
+
+Agent-steps are ``N x (number of steps)``.  The header prints the machine's core count,
+numba's thread count, the threading layer and the load average.
 """
 
 from __future__ import annotations
@@ -36,12 +41,30 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from abm.lp_market.engine import prepare, simulate  # noqa: E402
-from mfg.lp_exit import solve  # noqa: E402
-from mfg.lp_exit.market import DEFAULT_K_FLOOR, market_step  # noqa: E402
+from numba import njit, prange  # noqa: E402
+from numba.typed import List  # noqa: E402
+
+from abm.lp_market.engine import BLOCK_SIZE, prepare, simulate  # noqa: E402
+from mfg.lp_exit import LPExitModel, solve  # noqa: E402
+from mfg.lp_exit.market import market_step  # noqa: E402
 from mfg.lp_exit.params import Grid, load_scenario  # noqa: E402
 
-CALM = ROOT / "mfg" / "lp_exit" / "library" / "calm.toml"
+IMPACT = dict(kind="impact", pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15,
+              tau_tail=2.0)
+
+
+@njit(cache=True)
+def _ou_block(L, lo, hi, gen, decay, drift, sd, n_steps):
+    for _ in range(n_steps):
+        for i in range(lo, hi):
+            L[i] = L[i] * decay + drift + sd * gen.standard_normal()
+
+
+@njit(cache=True, parallel=True)
+def bare_ou(L, starts, gens, decay, drift, sd, n_steps):
+    """``n_steps`` exact OU steps of every agent, one normal each, blocks in parallel (the machine's limit)."""
+    for b in prange(starts.shape[0] - 1):
+        _ou_block(L, starts[b], starts[b + 1], gens[b], decay, drift, sd, n_steps)
 
 
 def numpy_market(su, seed: int):
@@ -71,8 +94,8 @@ def numpy_market(su, seed: int):
         sold = dec[rng.random(dec.size) < q]
         status[sold] = 2
         e_mass = np.bincount(pop[sold], minlength=n_pop) / np.maximum(su.n_per_pop, 1)
-        _, s_hat, P, K = market_step(s_hat, K, e_mass, su.weights, np.ascontiguousarray(su.life[:, n]), su.dt,
-                                     su.pbar[n], su.beta, su.tau_s, su.theta_K, su.Kbar[n], DEFAULT_K_FLOOR, pi)
+        _, s_hat, P, K = market_step(s_hat, K, e_mass, su.weights, np.ascontiguousarray(su.life[:, n]), su.pbar[n],
+                                     su.Kbar[n], su.dt, su.impact, pi)
         price[n] = P
         if n == su.n_steps:
             break
@@ -95,6 +118,19 @@ def timed(fn, repeats):
     return out, res
 
 
+def _policy(model, grid, solver):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return solve(model, grid, solver)
+
+
+def _row(name, ts, n_agent_steps, ref=None):
+    best = min(ts)
+    rate = n_agent_steps / best
+    ratio = f"{rate / ref:.2f}" if ref else ""
+    return f"| {name} | {statistics.median(ts):.3f} | {best:.3f} | {rate / 1e6:.0f} M | {ratio} |", rate
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=1_000_000)
@@ -102,38 +138,53 @@ def main(argv=None):
     ap.add_argument("--numpy-repeats", type=int, default=2)
     args = ap.parse_args(argv)
 
-    sc = load_scenario(CALM)
-    grid = Grid(L_min=-1.5, L_max=3.5, n_L=401, dt=1 / 13)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = solve(sc.model, grid, sc.solver)
+    sc = load_scenario("calm")
+    grid = Grid(L_min=sc.grid.L_min, L_max=sc.grid.L_max, n_L=401, dt=1 / 13)
+    if abs(round((sc.model.end - sc.model.start) * 13) - (sc.model.end - sc.model.start) * 13) > 1e-9:
+        grid = sc.grid
+    clearing = _policy(sc.model, grid, sc.solver)
+    impact_model = LPExitModel(populations=sc.model.populations, market=IMPACT, start=sc.model.start,
+                               end=sc.model.end)
+    impact = _policy(impact_model, grid, sc.solver)
     N = args.agents
-    n_t = res.t.size
+    n_t = clearing.t.size
     all_threads = numba.get_num_threads()
-    simulate(sc.model, res, 1000, 1, 0)  # JIT / cache load
+    simulate(sc.model, clearing, 1000, 1, 0)  # JIT / cache load
+    simulate(impact_model, impact, 1000, 1, 0)
     print(f"# bench_lp_engine  {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"# os.cpu_count()={os.cpu_count()}  numba threads={all_threads}  layer={numba.threading_layer()}  "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}  numba {numba.__version__}  numpy {np.__version__}  "
           f"load average {os.getloadavg()}")
-    print(f"# calm scenario, MFG policy (n_L=401, dt=1/13), N={N:,}, {n_t} steps, 1 market, exact OU step")
-    rows = []
-    for th in (1, all_threads):
-        ts, sim = timed(lambda th=th: simulate(sc.model, res, N, 1, 1, threads=th), args.repeats)
-        rows.append((f"engine, {th} thread{'s' if th > 1 else ''}", ts))
-    active_frac = sim.active_count.sum() / (N * n_t)
-    su = prepare(sc.model, res, N, 1)
-    ts, p_np = timed(lambda: numpy_market(su, 1), args.numpy_repeats)
-    rows.append(("plain numpy (same step)", ts))
-    base = min(rows[-1][1])
-    print()
-    print("| implementation | median s | min s | agent-steps/s (min) | speed-up vs numpy |")
+    print(f"# calm scenario ({len(sc.model.populations)} populations), MFG policy on {grid.n_L} nodes x dt "
+          f"{grid.dt:.4g}, N={N:,}, {n_t} steps, 1 market, exact OU step\n")
+    print("| implementation | median s | min s | agent-steps/s (min) | engine / bare OU |")
     print("|---|---|---|---|---|")
-    for name, ts in rows:
-        best = min(ts)
-        print(f"| {name} | {statistics.median(ts):.3f} | {best:.3f} | {N * n_t / best / 1e6:.0f} M | "
-              f"{base / best:.1f} |")
-    print(f"\nactive agent-steps: {active_frac:.0%} of the total; time-mean price: engine {sim.price.mean():.5f}, "
-          f"numpy {p_np.mean():.5f}, MFG {res.price.mean():.5f}")
+    starts = np.append(np.arange(0, N, BLOCK_SIZE, dtype=np.int64), np.int64(N))
+    bare = {}
+    for th in (1, all_threads):
+        numba.set_num_threads(th)
+        gens = List([np.random.default_rng(s) for s in np.random.SeedSequence(1).spawn(starts.size - 1)])
+        L = np.ones(N)
+        bare_ou(L, starts, gens, 0.98, 0.02, 0.05, 2)
+        ts, _ = timed(lambda L=L, gens=gens: bare_ou(L, starts, gens, 0.98, 0.02, 0.05, n_t), args.repeats)
+        line, bare[th] = _row(f"bare OU step, {th} thread{'s' if th > 1 else ''} (one normal per agent-step)", ts,
+                              N * n_t)
+        print(line, flush=True)
+    numba.set_num_threads(all_threads)
+    for th in (1, all_threads):
+        ts, sim = timed(lambda th=th: simulate(sc.model, clearing, N, 1, 1, threads=th), args.repeats)
+        print(_row(f"engine, clearing market (auction), {th} thread{'s' if th > 1 else ''}", ts, N * n_t,
+                   bare[th])[0], flush=True)
+    for th in (1, all_threads):
+        ts, sim_i = timed(lambda th=th: simulate(impact_model, impact, N, 1, 1, threads=th), args.repeats)
+        print(_row(f"engine, impact market, {th} thread{'s' if th > 1 else ''}", ts, N * n_t, bare[th])[0],
+              flush=True)
+    su = prepare(impact_model, impact, N, 1)
+    ts, p_np = timed(lambda: numpy_market(su, 1), args.numpy_repeats)
+    print(_row("plain numpy, impact market (the first version's baseline)", ts, N * n_t, bare[1])[0])
+    print(f"\ntime-mean price: clearing engine {sim.price[0, :-1].mean():.5f}, "
+          f"its MFG {clearing.price[:-1].mean():.5f}; "
+          f"impact engine {sim_i.price.mean():.5f}, numpy {p_np.mean():.5f}, its MFG {impact.price.mean():.5f}")
     print(f"# load average after: {os.getloadavg()}")
 
 

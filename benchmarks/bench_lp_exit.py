@@ -45,20 +45,23 @@ TYPES = {  # LP types of the calm scenario
                       phi=0.01, a_max=2.0, initial_mean=1.2, initial_std=0.2),
 }
 WEIGHTS = {"pension": 0.45, "endowment": 0.35, "sovereign": 0.2}
-MARKET = dict(kind="impact", pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15,
+IMPACT = dict(kind="impact", pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15,
               tau_tail=2.0)
+CLEARING = dict(kind="clearing", pbar=0.93, tau_d=2.5, gamma=1.0, P_cap=1.0, K0=0.04, Kbar=0.04, theta_K=0.5,
+                a_tail=0.15, tau_tail=2.0)
+MARKETS = {"clearing": CLEARING, "impact": IMPACT}
 GRID = Grid(L_min=-1.5, L_max=3.5, n_L=1000, dt=1 / 52)
 DEFAULT = SolverOptions(temperature=1e-3)
 PLAIN = SolverOptions(temperature=1e-3, damping=0.5, anderson=0, precondition=False, max_iter=200)
 
 
-def model(n_types: int, vintages: tuple[float, ...]) -> LPExitModel:
+def model(n_types: int, vintages: tuple[float, ...], market: str = "clearing") -> LPExitModel:
     pops = []
     for lp_type in list(TYPES)[:n_types]:
         for v in vintages:
             pops.append(dict(name=f"{lp_type}-{v:g}", lp_type=lp_type, vintage=v, life=12.0,
                              weight=WEIGHTS[lp_type] / len(vintages), **TYPES[lp_type]))
-    return LPExitModel(populations=pops, market=MARKET, start=0.0, end=10.0)
+    return LPExitModel(populations=pops, market=MARKETS[market], start=0.0, end=10.0)
 
 
 def header() -> str:
@@ -85,7 +88,8 @@ def timed(m, grid, opts, repeats, method="sl"):
 
 
 def speed(repeats: int) -> None:
-    cases = [("1 population", model(1, (0.0,))), ("9 populations (3 types x 3 vintages)", model(3, (-4.0, -2.0, 0.0)))]
+    cases = [(f"1 population, {mk} market", model(1, (0.0,), mk)) for mk in MARKETS]
+    cases += [(f"9 populations (3 types x 3 vintages), {mk} market", model(3, (-4.0, -2.0, 0.0), mk)) for mk in MARKETS]
     t0 = time.perf_counter()
     for _, m in cases:  # JIT (or numba's cache) outside the timings
         for method in ("sl", "fd"):
@@ -97,6 +101,8 @@ def speed(repeats: int) -> None:
     print("Times in seconds; per-iteration columns are means over the evaluations of the map; 'final' is the "
           "pair of sweeps that fills the result's value, policy and density; 'FD / SL' is the ratio of the medians "
           "of the two methods with the same options.\n")
+    print("The clearing market (the default) solves each step's price inside the forward sweep; the impact "
+          "market (the first version) is the baseline timed in the same run.\n")
     print("| case | options | method | iterations | final residual | median s | min s | s / iteration | backward "
           "| forward | market | final | exploitability | FD / SL |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -106,6 +112,8 @@ def speed(repeats: int) -> None:
             variants.append(("default, workers=2 (threads over populations)",
                              DEFAULT.model_copy(update={"workers": 2}), ("sl", "fd")))
         variants.append(("baseline: damping 0.5, no Anderson, no preconditioner", PLAIN, ("sl",)))
+        if "clearing" in name:
+            variants = [v for v in variants if v[1] is not PLAIN]
         for label, opts, methods in variants:
             sl_median = None
             for method in methods:
@@ -118,7 +126,7 @@ def speed(repeats: int) -> None:
                 print(f"| {name}, {GRID.n_L} nodes x {r.t.size} steps | {label} | {method.upper()} | {it} | "
                       f"{r.residuals[-1]:.1e} | {med:.3f} | {best:.3f} | "
                       f"{(tm['total'] - tm['exploitability'] - tm['final']) / it:.4f} | "
-                      f"{tm['backward'] / it:.4f} | {tm['forward'] / it:.4f} | {tm['market'] / it:.4f} | "
+                      f"{tm['backward'] / it:.4f} | {tm['forward'] / it:.4f} | {tm.get('market', 0.0) / it:.4f} | "
                       f"{tm['final']:.4f} | {tm['exploitability']:.4f} | {ratio} |", flush=True)
     kernels(repeats)
     print(f"\n# after: load average {os.getloadavg()[0]:.2f}")
@@ -191,7 +199,7 @@ def kernels(repeats: int) -> None:
     from mfg.lp_exit.discretisation import discretise
     from mfg.lp_exit.kernels import ExitRule, backward_sweep, forward_sweep
 
-    m = model(1, (0.0,))
+    m = model(1, (0.0,), "impact")
     r = solve(m, GRID, DEFAULT)
     disc = discretise(m, GRID, inputs=r.inputs)
     pop, coef, mesh = disc.population(0), disc.coefficients(r.price, r.mean_liquidity)[0], disc.mesh
@@ -236,9 +244,7 @@ def problems():
             dict(name="endowment", vintage=0.0, life=10.0, weight=0.4, kappa=0.8, lbar=1.0, sigma=0.35, lam=0.3,
                  alpha=0.5, eta=0.8, ell=0.65, y=0.05, r=0.08, g=0.03, phi=0.01, a_max=4.0, initial_mean=1.0,
                  initial_std=0.2)]
-    market = dict(pbar=0.93, beta=0.1, tau_s=0.25, K0=0.06, Kbar=0.06, theta_K=1.0, S0=0.015, a_tail=0.15,
-                  tau_tail=2.0)
-    two = LPExitModel(populations=pops, market=market, start=0.0, end=5.0)
+    two = LPExitModel(populations=pops, market=IMPACT, start=0.0, end=5.0)
     return [("calm (6 populations, 401 x 521)", calm.model, calm.grid),
             ("two populations (tests, 161 x 131)", two, Grid(L_min=-1.0, L_max=3.0, n_L=161, dt=1 / 26))]
 

@@ -302,38 +302,42 @@ def _classify(stack, C, m, n, full, eps, dt, P0, P_lo, P_hi, band):
     n_L = stack.dfac.shape[1]
     cnt = 0
     s_sure = 0.0
+    inv_eps = 1.0 / eps
     for k in range(n_pop):
         band.seg[k] = cnt
         band.uniform[k] = True
         if n < stack.n_first[k] or n >= stack.n_last[k]:
             continue
         row = m[k, n] if full else m[k, n & 1]
+        c_row = C[k, n]
+        d_row = stack.dfac[k]
+        phi = stack.phi[k]
         life = stack.life[k, n]
         wq = stack.weights[k] * stack.q_max[k, n] / dt
         first_a = -1.0
+        base = k * n_L
         for i in range(n_L):
             mass = row[i]
-            c = k * n_L + i
             if mass == 0.0 or wq == 0.0:
-                band.cls[c] = NEVER
+                band.cls[base + i] = NEVER
                 continue
-            aj = life * stack.dfac[k, i]
-            bj = stack.phi[k] + C[k, n, i]
-            if (P_hi * aj - bj) / eps < -LOGIT_CUTOFF:
-                band.cls[c] = NEVER
+            aj = life * d_row[i]
+            bj = phi + c_row[i]
+            if (P_hi * aj - bj) * inv_eps < -LOGIT_CUTOFF:
+                band.cls[base + i] = NEVER
                 continue
-            if (P_lo * aj - bj) / eps > LOGIT_CUTOFF:
-                band.cls[c] = SURE
+            if (P_lo * aj - bj) * inv_eps > LOGIT_CUTOFF:
+                band.cls[base + i] = SURE
                 s_sure += wq * mass
                 continue
             if first_a < 0.0:
                 first_a = aj
             elif aj != first_a:
                 band.uniform[k] = False
-            band.v[cnt] = math.exp(-(P0 * aj - bj) / eps)
+            band.v[cnt] = math.exp(-(P0 * aj - bj) * inv_eps)
             band.w[cnt] = wq * mass
             band.a[cnt] = aj
-            band.cls[c] = cnt
+            band.cls[base + i] = cnt
             cnt += 1
     band.seg[n_pop] = cnt
     return cnt, s_sure
@@ -398,16 +402,22 @@ def _newton_in_band(P0, x_lo, x_hi, s_sure, eps, K, pbar, dt, params, band):
             if x <= x_lo:
                 return P, s, it, -1
         slope = P * dsb - _demand_elasticity(P, K, pbar, dt, params) * d
-        x_new = x - h / slope if slope > 0.0 else x
+        if slope > 0.0:
+            step = h / slope
+            if abs(step) <= 4e-16 * max(1.0, abs(x)):  # converged: the Newton correction is at round-off
+                return P, s, it, 0
+            x_new = x - step
+        else:
+            x_new = np.nan
         lo_b = max(xl, x_lo)
         hi_b = min(xh, x_hi)
-        if not (lo_b <= x_new <= hi_b) or x_new == x:
+        if not (lo_b <= x_new <= hi_b):
             if xl > -np.inf and xh < np.inf:
                 x_new = 0.5 * (xl + xh)
+                if x_new == xl or x_new == xh:  # the bracket is at round-off
+                    return P, s, it, 0
             else:  # no bracket yet: try the band's edge on the side of the root
                 x_new = x_hi if h < 0.0 else x_lo
-        if abs(x_new - x) <= 4e-16 * max(1.0, abs(x)):
-            return P, s, it, 0
         x = x_new
     return math.exp(x), s, it, 0
 
@@ -532,16 +542,21 @@ def _trade_and_move(n, P, M, marginal, fill, eps, stack, C, m, full, mesh, metho
         q_max = stack.q_max[k, n]
         paid = 0.0
         n_L = cur.shape[0]
+        d_row = stack.dfac[k]
+        c_row = C[k, n]
+        base = k * n_L
         for i in range(n_L):
             qi = 0.0
             if cur[i] != 0.0 and q_max > 0.0:
-                aj = life * stack.dfac[k, i]
                 if eps > 0.0:
-                    c = band.cls[k * n_L + i]
-                    qi = 0.0 if c == NEVER else (q_max if c == SURE else q_max * band.sig[c])
+                    c = band.cls[base + i]
+                    if c == NEVER:
+                        qrow[i] = 0.0
+                        continue
+                    qi = q_max if c == SURE else q_max * band.sig[c]
                 else:
-                    qi = _sale_probability(P, aj, stack.phi[k] + C[k, n, i], q_max, eps, marginal, fill)
-                paid += cur[i] * qi * aj
+                    qi = _sale_probability(P, life * d_row[i], stack.phi[k] + c_row[i], q_max, eps, marginal, fill)
+                paid += cur[i] * qi * (life * d_row[i])
             qrow[i] = qi
         if want_q:
             out.q[k, n, :] = qrow
