@@ -18,11 +18,28 @@ steps.  Status codes: :data:`PENDING` (before entry), :data:`ACTIVE`, :data:`SOL
 1. **mean field** ``M^n = sum_k (w_k/n_k) sum_{i in k active} L_i / sum_k (w_k/n_k) #active_k``
    (NaN when nobody is active; it then acts on nobody); ``active_count[k, n]`` counts
    the active LPs of each population (the MFG's ``active_mass`` times ``n_k``);
-2. **decisions**: each active LP of a population with ``n < n_last`` sells with the
-   policy's probability ``q = q_k^n(L_i)`` (for an MFG policy: ``exit_prob[k, n]`` at
-   ``L_i`` by P1 interpolation, the MFG's own step ``n``); a uniform ``U`` is drawn for
-   each LP with ``q > 0`` and it sells iff ``U < q``;
-3. **market**: with ``E_k = exits_k / n_k`` the realised exit fraction,
+2. **decisions** (an active LP of a population with ``n < n_last``):
+
+   * *clearing market* (docs/model.md 2.4, 2.8): the LP's sale-process clock (an
+     ``Exp(1)`` budget drawn at set-up) runs down by ``a_max(t_n) dt``; when it is used up
+     (probability ``q_max = 1 - exp(-a_max dt)`` per step, memoryless: the MFG's law), the
+     LP draws a uniform ``u`` (its logistic taste shock ``xi = log(u / (1 - u))``) and a new
+     clock, and offers its stake at the reservation price
+     ``r_i = (C_k^n(L_i) + phi_k - eps xi) / (A_k^n dfac_k(L_i))`` in units of ``P``
+     (``C``: the MFG's continuation values at ``L_i`` by P1 interpolation, or a
+     :class:`~abm.lp_market.policies.ReservationPolicy`'s); a probability policy's LP
+     offers at any price (``r = 0``) with probability ``q`` (one uniform);
+   * *impact market* (docs/model.md 2.4b): the LP sells with the policy's probability
+     ``q = q_k^n(L_i)`` (for an MFG policy: ``exit_prob[k, n]`` at ``L_i`` by P1
+     interpolation); a uniform ``U`` is drawn for each LP with ``q > 0``, it sells iff
+     ``U < q``;
+3. **market**: *clearing*: the offers of each replication, gathered in agent order, go to
+   the uniform-price auction (:func:`abm.lp_market.auction.uniform_price_auction`: the
+   price where the offers below it meet the demand ``D(P, K^n)``); the marginal offer is
+   filled with the probability its share of the remaining demand, by a lottery drawn from
+   the replication's auction generator and only within the buyers' budget; the buyers'
+   spend refills as ``K^{n+1} = (K^n - spend) + dt theta_K (Kbar - (K^n - spend))``.
+   *impact*: with ``E_k = exits_k / n_k`` the realised exit fraction,
    :func:`mfg.lp_exit.market.market_step` (the solver's own function) gives ``S^n``, ``Ŝ^n``,
    ``P^n`` (which includes this step's flow), ``pi_k^n`` and ``K^{n+1}``;
 4. **transport** (``n < N``): every LP still active moves by the exact OU transition
@@ -60,9 +77,13 @@ in population order.  Replication ``r`` gets ``SeedSequence(seed).spawn``-child 
 and block ``b`` of it that child's child ``b``; each (replication, block) owns a
 ``numpy.random.Generator`` (PCG64), passed into the ``@njit`` kernels.  Within a block
 the draws are, in agent order: the initial ``L`` (one normal each, ``L = mean + std Z``,
-all agents, at set-up), then per step the uniforms of the deciding LPs with ``q > 0``
-and the normals (or uniforms, two-point) of the LPs that move.  The kernels run the
-(replication, block) items in parallel (``prange``), each item writing only its own
+all agents, at set-up), in the clearing market then the initial clocks (one exponential
+each); then per step the decision draws of the deciding LPs (clearing: for an LP whose
+clock fires, a uniform and a new exponential; a probability policy's LP, one uniform;
+impact: one uniform for an LP with ``q > 0``) and the normals (or uniforms, two-point) of
+the LPs that move.  The clearing market's lotteries for marginal offers come from one more
+generator per replication, child ``n_blocks`` of its seed (:func:`auction_generator`).
+The kernels run the (replication, block) items in parallel (``prange``), each item writing only its own
 slots, and every sum over items is a serial loop in a fixed order, so a run is
 bit-identical for any number of threads; it depends on ``block_size``.  The Mesa model
 (:mod:`abm.lp_market.mesa_model`) draws the same numbers in the same order.
@@ -370,8 +391,9 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
             transition: str = "exact", temperature: float | None = None) -> MarketSetup:
     """Validate the inputs and build the :class:`MarketSetup` (see :func:`simulate`)."""
     grid = solver = None
+    scenario_events: tuple = ()
     if isinstance(model, Scenario):
-        grid, solver = model.grid, model.solver
+        grid, solver, scenario_events = model.grid, model.solver, tuple(model.events)
         model = model.model
     if not isinstance(model, LPExitModel):
         raise TypeError(f"model must be an LPExitModel or a Scenario, got {type(model).__name__}")
@@ -386,6 +408,8 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
     events = tuple(events or ())
     if not events and res is not None and getattr(res, "events", None):
         events = tuple(res.events)  # a ScenarioResult: its shocks happen in the market too
+    if not events and scenario_events:
+        events = scenario_events  # a Scenario's own shocks happen in the market
     if inputs is None and res is not None and not events:
         inputs = res.inputs  # the market the policy was solved for
     t = model.start + dt * np.arange(window_steps(model, dt) + 1)
@@ -565,7 +589,8 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
     events : :class:`mfg.lp_exit.events.ShockEvent` s: liquidity shifts of the active LPs of
         the populations hit and capital cuts at their step, ``Kbar/pbar/sigma`` factors
         over their period (multiplying ``inputs``); default: the events of a
-        :class:`~mfg.lp_exit.scenarios.ScenarioResult` policy, else none.
+        :class:`~mfg.lp_exit.scenarios.ScenarioResult` policy, else those of a Scenario
+        ``model``, else none.
     snapshot_times : times (years; nearest step) at which every LP's ``L`` and status
         are stored (memory ``R * S * n_agents * 9`` bytes).
     block_size : agents per random stream and unit of parallel work (results depend on it).
@@ -631,7 +656,8 @@ def callable_q(su: MarketSetup, bp: BoundPolicy, n: int, r: int, L_row, status_r
         if sel.size == 0:
             continue
         ctx = DecisionContext(population=k, name=name, step=n, t=float(su.t[n]), replication=r, price_prev=price_prev,
-                              buyer_capital=K, sell_pressure_prev=s_hat_prev, mean_liquidity=M)
+                              buyer_capital=K, sell_pressure_prev=s_hat_prev if su.impact is not None else math.nan,
+                              mean_liquidity=M)
         q[sel] = bp.call(L_row[sel].copy(), ctx)
     return q
 

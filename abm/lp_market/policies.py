@@ -88,9 +88,10 @@ class MarketContext:
 class DecisionContext:
     """What a callable policy sees at step ``n``, before the step's sales.
 
-    ``price_prev``: ``P^{n-1}`` (at ``n = 0`` the price the initial state implies,
-    ``pbar exp(-beta S0 / K0)``); ``buyer_capital``: ``K^n``; ``sell_pressure_prev``:
-    ``Ŝ^{n-1}``; ``mean_liquidity``: ``M^n`` over the active LPs (NaN if none).
+    ``price_prev``: ``P^{n-1}`` (at ``n = 0`` the price the initial state implies: the
+    impact market's ``pbar exp(-beta S0 / K0)``, the clearing market's ``pbar``);
+    ``buyer_capital``: ``K^n``; ``sell_pressure_prev``: ``Ŝ^{n-1}`` of the impact market (NaN
+    in the clearing market); ``mean_liquidity``: ``M^n`` over the active LPs (NaN if none).
     """
 
     population: int
