@@ -55,7 +55,10 @@ def demand(P, K, pbar, dt, params):
     """``D(P, K)`` in NAV a year (docs/model.md 2.4); 0 when ``K <= 0``."""
     if K <= 0.0:
         return 0.0
-    return min((K / params.tau_d) * (pbar / P) ** params.gamma / P, K / (P * dt))
+    budget = P * dt
+    if not budget > 0.0:  # P at the bottom of the floating-point range: demand is unbounded
+        return np.inf
+    return min((K / params.tau_d) * (pbar / P) ** params.gamma / P, K / budget)
 
 
 @njit(cache=True)
@@ -72,8 +75,11 @@ def demand_inverse(S, K, pbar, dt, params):
     decreasing branches, so its inverse is the minimum of theirs."""
     if S <= 0.0:
         return np.inf
+    flow = S * dt
+    if not flow > 0.0:  # a supply below the floating-point range: only an unbounded price meets it
+        return np.inf
     p_deploy = ((K / params.tau_d) * pbar ** params.gamma / S) ** (1.0 / (1.0 + params.gamma))
-    return min(p_deploy, K / (S * dt))
+    return min(p_deploy, K / flow)
 
 
 @njit(cache=True)
@@ -92,11 +98,20 @@ def supply(P, a, b, w, m, eps):
     return s, ds
 
 
+@njit(cache=True, inline="always")
+def _threshold(aj, bj):
+    """The price above which a candidate sells under the hard rule, ``b / a`` (``a = 0``: never, or always
+    when ``b < 0``); one formula for the clearing and the trade, so they agree to the last bit."""
+    if aj > 0.0:
+        return bj / aj
+    return -np.inf if bj < 0.0 else np.inf
+
+
 @njit(cache=True)
 def _supply_hard(P, a, b, w, m):
     s = 0.0
     for j in range(m):
-        if P * a[j] > b[j]:
+        if _threshold(a[j], b[j]) < P:
             s += w[j]
     return s
 
@@ -157,7 +172,7 @@ def _clear_hard(a, b, w, m, K, pbar, dt, params, order):
     group)`` (fill 1: the marginal group sells in full)."""
     thr = np.empty(m)
     for j in range(m):
-        thr[j] = b[j] / a[j] if a[j] > 0.0 else (-np.inf if b[j] < 0.0 else np.inf)
+        thr[j] = _threshold(a[j], b[j])
     idx = np.argsort(thr[:m], kind="mergesort")
     for j in range(m):
         order[j] = idx[j]
@@ -169,8 +184,8 @@ def _clear_hard(a, b, w, m, K, pbar, dt, params, order):
             break
         # the segment below this threshold has supply cum: does D reach cum there?
         p_seg = demand_inverse(cum, K, pbar, dt, params)
-        if p_seg <= t_j:
-            return p_seg, cum, t_j, 1.0
+        if p_seg <= t_j:  # inside the segment below this threshold: no group is rationed
+            return p_seg, cum, np.inf, 1.0
         # the group of candidates at this threshold
         g = 0.0
         k = j
@@ -198,7 +213,7 @@ def clear(a, b, w, m, eps, K, pbar, dt, params, guess, order):
     ``order``: scratch of length ``>= m``.  ``marginal``/``fill``: at ``eps = 0``, the
     threshold of the rationed group and the fraction of it that sells (else ``inf``, 1).
     """
-    if m == 0 or K <= 0.0:
+    if m == 0 or K <= 0.0:  # nobody offers, or nobody can buy: buyers and sellers stand idle at the cap
         return params.P_cap, 0.0, BRANCH_IDLE, 0, np.inf, 1.0
     P_cap = params.P_cap
     if eps > 0.0:
@@ -345,7 +360,8 @@ def _classify(stack, C, m, n, full, eps, dt, P0, P_lo, P_hi, band):
 
 @njit(cache=True, inline="always")
 def _shift(P, P0, aj, eps):
-    """``exp(-(P - P0) a_j / eps)``, kept finite (a factor past 1e300 or below 1e-300 decides the logistic)."""
+    """``exp(-(P - P0) a_j / eps)``; inside a band of :func:`_max_width` the exponent stays within
+    ``[-600, 600]`` (the clamp is a guard, not a regime the solver relies on)."""
     x = -(P - P0) * aj / eps
     if x > 690.0:
         return 1e300
@@ -422,36 +438,59 @@ def _newton_in_band(P0, x_lo, x_hi, s_sure, eps, K, pbar, dt, params, band):
     return math.exp(x), s, it, 0
 
 
+@njit(cache=True, inline="always")
+def _max_width(P0, eps):
+    """The widest band in ``log P`` around ``P0`` whose logistic factors stay in floating-point range:
+    ``exp(-z)`` spans at most ``P0 (e^w - 1) / eps <= 600`` (deal-price multipliers ``a <= 1``)."""
+    return math.log1p(600.0 * eps / P0)
+
+
 @njit(cache=True)
-def _clear_fast(stack, C, m, n, full, eps, dt, K, params, guess, band):
+def _band_at(P, stack, C, m, n, full, eps, dt, params, band):
+    """Sort the nodes around a known price ``P`` and evaluate the supply there, storing the logistic of
+    every band candidate: ``(volume, number of band candidates)``."""
+    width = min(_BAND, _max_width(P, eps))
+    cnt, s_sure = _classify(stack, C, m, n, full, eps, dt, P, P * math.exp(-width),
+                            min(P * math.exp(width), params.P_cap), band)
+    sb, _ = _band_supply(P, P, eps, band, True)
+    return s_sure + sb, cnt
+
+
+@njit(cache=True)
+def _clear_fast(stack, C, m, n, full, eps, dt, K, params, guess, band, a, b, w):
     """The step's price with the logit (``eps > 0``): ``(P, volume, branch, iterations)``; the band
-    classification of the price's neighbourhood stays in ``band`` (``cls``, ``sig``) for the trade."""
+    classification of the price's neighbourhood stays in ``band`` (``cls``, ``sig``) for the trade.
+
+    The band follows the root for a few moves (never wider than :func:`_max_width`); a root it
+    does not reach that way (a far guess, a very small ``eps``) is found by the reference
+    :func:`clear` on the exact logistic, and the band is then set around it."""
     P_cap = params.P_cap
     pbar = stack.pbar[n]
     P0 = min(max(guess, 1e-12), P_cap)
-    width = _BAND
+    width = min(_BAND, _max_width(P0, eps))
     iterations = 0
-    for _ in range(200):
+    for _ in range(6):
         P_lo = P0 * math.exp(-width)
         P_hi = min(P0 * math.exp(width), P_cap)
         cnt, s_sure = _classify(stack, C, m, n, full, eps, dt, P0, P_lo, P_hi, band)
         if cnt == 0 and s_sure == 0.0:
-            # nobody sells anywhere in the band: the root is above it, or the cap is
-            if P_hi >= P_cap:
-                return P_cap, 0.0, BRANCH_IDLE if K > 0.0 else BRANCH_CAP, iterations
-            P0, width = min(P_hi * math.exp(width), P_cap), 2.0 * width
+            if P_hi >= P_cap:  # nobody sells anywhere up to the cap
+                return P_cap, 0.0, BRANCH_IDLE, iterations
+            P0 = min(P_hi * math.exp(width), P_cap)
+            width = min(2.0 * width, _max_width(P0, eps))
             continue
         P, s, it, where = _newton_in_band(P0, math.log(P_lo), math.log(P_hi), s_sure, eps, K, pbar, dt, params, band)
         iterations += it
         if where == 0:
             return P, s, BRANCH_ROOT, iterations
-        if where == 1:
-            if P_hi >= P_cap:  # demand exceeds supply at the cap
-                return P_cap, s, BRANCH_CAP, iterations
-            P0, width = min(P_hi * math.exp(width), P_cap), 2.0 * width
-        else:
-            P0, width = P_lo * math.exp(-width), 2.0 * width
-    return P0, s, BRANCH_ROOT, iterations
+        if where == 1 and P_hi >= P_cap:  # demand exceeds supply at the cap
+            return P_cap, s, BRANCH_CAP, iterations
+        P0 = min(P_hi * math.exp(width), P_cap) if where == 1 else P_lo * math.exp(-width)
+        width = min(2.0 * width, _max_width(P0, eps))
+    cnt = _candidates(stack, C, m, n, full, eps, dt, P_cap, a, b, w)
+    P, _, branch, it, _, _ = clear(a, b, w, cnt, eps, K, pbar, dt, params, guess, np.empty(0, np.int64))
+    vol, _ = _band_at(P, stack, C, m, n, full, eps, dt, params, band)
+    return P, vol, branch, iterations + it
 
 
 @njit(cache=True)
@@ -476,11 +515,13 @@ def _node_supply(P, stack, C, m, n, full, eps, dt):
 
 @njit(cache=True)
 def _sale_probability(P, aj, bj, q_max, eps, marginal, fill):
-    """Probability that a node in a sale process sells at price ``P`` at ``eps = 0`` (the rationed group)."""
-    if P * aj > bj:
-        return q_max
-    thr = bj / aj if aj > 0.0 else (-np.inf if bj < 0.0 else np.inf)
-    return q_max * fill if thr == marginal else 0.0
+    """Probability that a node in a sale process sells at price ``P`` at ``eps = 0``: in full below the
+    price, ``fill`` for the rationed group at the marginal threshold (thresholds compared, not
+    ``P a > b``, so the trade agrees with the clearing to the last bit)."""
+    thr = _threshold(aj, bj)
+    if thr == marginal:
+        return q_max * fill
+    return q_max if thr < P else 0.0
 
 
 @njit(cache=True)
@@ -619,7 +660,7 @@ def clearing_forward(stack, params, mesh, C, m0, P_guess, eps, K0, method, diagn
         pbar = stack.pbar[n]
         marginal, fill = np.inf, 1.0
         if eps > 0.0:
-            P, vol, branch, it = _clear_fast(stack, C, out.m, n, full, eps, dt, K, params, P_guess[n], band)
+            P, vol, branch, it = _clear_fast(stack, C, out.m, n, full, eps, dt, K, params, P_guess[n], band, a, b, w)
             s_bar = 0.0
             if P < pbar and diagnostics:  # only the reported solve needs the withdrawn supply
                 s_bar = _node_supply(pbar, stack, C, out.m, n, full, eps, dt)
