@@ -357,6 +357,31 @@ def reproduce_price_formation(out: Path, order: bool, finite_n: bool, seed: int)
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser tab.")
+def dashboard(host: str, port: int, no_browser: bool) -> None:
+    """Browser dashboard: a scenario and a shock, the MFG equilibrium beside a finite-N market (docs/dashboard.md).
+
+    Needs the dashboard extra (pip install -e ".[dashboard]"); Ctrl-C stops the server.
+    Exit code 2 when the port is in use or solara is missing.
+    """
+    import importlib.util
+
+    from .dashboard.server import PortInUse, check_port, serve, url
+
+    if importlib.util.find_spec("solara") is None:
+        raise InputError('the dashboard needs solara: pip install -e ".[dashboard]"')
+    try:
+        port = check_port(host, port)
+    except PortInUse as exc:
+        raise InputError(str(exc)) from None
+    click.echo(f"gelav dashboard at {url(host, port)} (Ctrl-C stops it)")
+    serve(host, port, open_browser=not no_browser)
+
+
 # command groups that live beside their experiments (imported lazily inside their commands)
 from .crisis.cli import crisis as _crisis_group  # noqa: E402
 from .dataset_cli import dataset as _dataset_group  # noqa: E402
