@@ -175,8 +175,10 @@ def _demo_lp_exit(out: Path) -> None:
     click.echo("(a first run compiles the LP-exit kernels too: about 20 s more; later runs load them from the cache)")
     _, calm = load_scenario_or_exit("calm")
     res = _solve_echoing_warnings(solve, calm.model, calm.grid, calm.solver)
-    s = summary(res)
-    click.echo(f"calm market, 2015-2025, {len(res.populations)} populations ({res.L.size} x {res.t.size} grid): "
+    s = summary(res, calm.report_window)
+    r0, r1 = calm.report_window
+    click.echo(f"calm market, reported {r0:g}-{r1:g}, {len(res.populations)} populations "
+               f"({res.L.size} x {res.t.size} grid): "
                f"{res.iterations} iterations, {res.timings['total']:.2f} s")
     click.echo(f"  discount {s['discount_min_pct']:.1f}% to {s['discount_max_pct']:.1f}% of NAV "
                f"(mean {s['discount_mean_pct']:.1f}%; public: 5 to 15%)")

@@ -65,8 +65,9 @@ def _step_volume(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, np.asarray(result.sell_flow[:-1], dtype=float) * dt, np.asarray(result.active_nav[:-1], dtype=float)
 
 
-def annual_volume(result) -> pd.DataFrame:
-    """Sales per calendar year: ``year, steps, full`` (the year lies inside the window),
+def annual_volume(result, window: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Sales per calendar year: ``year, steps, full`` (the year lies inside the window: the
+    solve's, or ``window``, e.g. a scenario's ``report_window``),
     ``volume`` (NAV sold, fraction of the market's NAV), ``pct_active`` (sum over the
     year's steps of the sell flow per unit of active NAV times ``dt``, in %),
     ``second_half`` (share of the year's volume sold from 1 July on)."""
@@ -77,7 +78,7 @@ def annual_volume(result) -> pd.DataFrame:
     frac = t + eps - year
     with np.errstate(invalid="ignore", divide="ignore"):
         turn = np.where(nav > 0.0, vol / nav, np.nan)  # fraction of active NAV sold in the step
-    t0, t_end = float(result.t[0]), float(result.t[-1])
+    t0, t_end = (float(result.t[0]), float(result.t[-1])) if window is None else window
     rows = []
     for y in np.unique(year):
         sel = year == y
@@ -89,9 +90,10 @@ def annual_volume(result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary(result) -> dict:
+def summary(result, window: tuple[float, float] | None = None) -> dict:
     """Key figures of a solve (:class:`~mfg.lp_exit.LPExitResult`) or a scenario
-    (:class:`~mfg.lp_exit.scenarios.ScenarioResult`).
+    (:class:`~mfg.lp_exit.scenarios.ScenarioResult`), over ``window`` (default: the solve's;
+    pass a scenario's ``report_window`` to leave its burn-in and burn-out out).
 
     Prices and discounts are the market price factor ``P`` (fraction of NAV): discount
     ``1 - P`` in % of NAV over all steps.  Volumes: NAV sold per calendar year per unit
@@ -103,8 +105,10 @@ def summary(result) -> dict:
     """
     t = np.asarray(result.t, dtype=float)
     price = np.asarray(result.price, dtype=float)
+    inside = np.ones(t.size, dtype=bool) if window is None else (t >= window[0] - 1e-9) & (t < window[1] - 1e-9)
+    t, price = t[inside], price[inside]
     disc = 100.0 * (1.0 - price)
-    years = annual_volume(result)
+    years = annual_volume(result, window)
     full = years[years["full"]]
     tot = float(full["volume"].sum())
     h2 = float((full["volume"] * full["second_half"].fillna(0.0)).sum())
@@ -113,7 +117,7 @@ def summary(result) -> dict:
         "kind": getattr(result, "kind", "solve"),
         "populations": len(result.populations),
         "grid": f"{result.L.size} x {t.size}",
-        "window": (float(t[0]), float(t[-1])),
+        "window": (float(t[0]), float(t[-1])) if window is None else tuple(window),
         "events": tuple(e.label for e in getattr(result, "events", ())),
         "iterations": result.iterations,
         "converged": bool(result.converged),
@@ -123,7 +127,8 @@ def summary(result) -> dict:
         "discount_mean_pct": float(disc.mean()),
         "discount_max_pct": float(disc.max()),
         "annual_volume_pct": {int(r.year): float(r.pct_active) for r in full.itertuples()},
-        "annual_volume_mean_pct": 100.0 * float(np.nanmean(np.asarray(result.turnover[:-1], dtype=float))),
+        "annual_volume_mean_pct": 100.0 * float(np.nanmean(np.asarray(result.turnover, dtype=float)[inside][
+            : None if window is not None else -1])),
         "second_half_share": h2 / tot if tot > 0.0 else math.nan,
         "min_price": float(price[i_min]),
         "min_price_time": float(t[i_min]),
@@ -472,7 +477,7 @@ def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True,
     if sc.events and baseline:
         base = solve_baseline(sc.model, sc.grid, sc.solver, sc.events, method=method)
         amp = amplification_summary(result, base)
-    s = summary(result)
+    s = summary(result, sc.report_window)
     text = summary_text(s, f"LP-exit equilibrium: {name} (method {method})")
     if base is not None:
         text += "\n" + summary_text(summary(base), "No-feedback (DCF) baseline: LPs decide at P̄; realised market")

@@ -20,16 +20,17 @@ def test_lp_exit_calm_writes_frames_figure_and_summary(tmp_path):
     r = invoke("lp-exit", "calm", "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
     out = r.output
-    assert "14 iterations, converged" in out
+    assert "12 iterations, converged" in out
     lo, mean, hi = map(float, re.search(r"discount \(% of NAV\): min (\S+), mean (\S+), max (\S+)", out).groups())
-    assert 5.0 < lo < mean < hi < 15.0  # docs/model.md 2.10: calm discounts 5 to 15 %
+    assert 5.0 < lo < mean < hi < 15.0  # docs/model.md 2.10: calm discounts 5 to 15 %, over the report window
     sales = float(re.search(r"sales \(% of active NAV a year\): mean (\S+);", out).group(1))
     assert 1.0 <= sales <= 2.5
     assert "second-half share of annual sales" in out
     market = pd.read_csv(tmp_path / "market.csv")
     pops = pd.read_csv(tmp_path / "populations.csv")
-    assert len(market) == 521 and {"t", "price", "discount", "turnover"} <= set(market.columns)
-    assert len(pops) == 6 * 521 and pops["population"].nunique() == 6
+    n_t = 21 * 24 + 1  # 2013-2034 at dt = 1/24
+    assert len(market) == n_t and {"t", "price", "discount", "turnover", "withdrawn"} <= set(market.columns)
+    assert len(pops) == 32 * n_t and pops["population"].nunique() == 32
     assert (tmp_path / "lp_exit.png").stat().st_size > 50_000
     assert "discount" in (tmp_path / "summary.txt").read_text()
     assert not list(tmp_path.glob(".*")), "temporary files left behind"
@@ -76,9 +77,9 @@ def test_resolve_scenario(tmp_path):
 
 
 @pytest.mark.parametrize("edit, field", [
-    (("kappa = 1.0", "kappa = -1.0"), r"model\.populations\[0\] \(pension-2011\)\.kappa"),
-    (("n_L = 401", "n_L = 2"), r"grid\.n_L"),
-    (("tau_s = 0.25 ", "tau_s = 0.25\nspeed = 3 "), r"model\.market\.speed: Extra inputs are not permitted"),
+    (("kappa = 0.5", "kappa = -1.0"), r"model\.populations\[0\] \(pension-2004\)\.kappa"),
+    (("n_L = 129", "n_L = 2"), r"grid\.n_L"),
+    (("tau_d = 2.0 ", "tau_d = 2.0\nspeed = 3 "), r"model\.market\.speed: Extra inputs are not permitted"),
 ])
 def test_bad_toml_gives_exit_code_2_and_names_the_field(tmp_path, edit, field):
     text = (SCENARIO_DIR / "calm.toml").read_text()

@@ -19,7 +19,7 @@ N_SMALL = 3000
 @pytest.fixture(scope="module")
 def calm(tmp_path_factory):
     out = tmp_path_factory.mktemp("calm")
-    generate("calm", 20_000, 11, out)
+    generate("impact_calm", 20_000, 11, out)
     return out
 
 
@@ -40,7 +40,7 @@ def test_schema_types_and_metadata(calm):
             assert field.metadata[b"unit"].decode() == unit
             assert field.metadata[b"description"].decode() == desc
         meta = json.loads(schema.metadata[b"gelav.dataset"])
-        assert meta["scenario"] == "calm" and meta["seed"] == 11 and meta["n_lps"] == 20_000
+        assert meta["scenario"] == "impact_calm" and meta["seed"] == 11 and meta["n_lps"] == 20_000
         assert meta["gelav_version"] and "[model]" in meta["scenario_toml"]
     side = json.loads((calm / "dataset.json").read_text())
     assert set(side["schema"]) == set(FILES) and side["rows"]["lp_panel"] == 20_000 * 40

@@ -23,7 +23,7 @@ from mfg.lp_exit import MarketInputs, solve
 from mfg.lp_exit.params import Grid, LPExitModel, SolverOptions, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-CALM = ROOT / "mfg" / "lp_exit" / "library" / "calm.toml"
+CALM = ROOT / "mfg" / "lp_exit" / "library" / "impact_calm.toml"  # the impact market (docs/model.md 2.4b)
 
 BASE = dict(name="lp", vintage=0.0, life=5.0, weight=1.0, kappa=1.0, lbar=1.0, sigma=0.4, eta=1.0, ell=0.6,
             y=0.15, r=0.2, g=0.05, a_max=4.0, initial_mean=1.0, initial_std=0.2)

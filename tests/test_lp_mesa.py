@@ -285,7 +285,7 @@ def test_defaults_constructor_solves_the_scenarios_policy_once():
         m.step()
     res = m.mfg_result
     assert res is not None and res is mfg_policy("calm") and res is mfg_policy(load_scenario("calm"))
-    assert LPMarketModel("calm", n_agents=10, seed=2).mfg_result is res  # cached: not solved again
+    assert LPMarketModel("calm", n_agents=64, seed=2).mfg_result is res  # cached: not solved again
     assert len(m.lps) == 1000 and m.lp_model.market.kind == m.setup.model.market.kind
     sim = simulate(load_scenario("calm"), res, 1000, 1, 1)
     d = m.datacollector.get_model_vars_dataframe().iloc[1:]
@@ -295,10 +295,10 @@ def test_defaults_constructor_solves_the_scenarios_policy_once():
     sc = load_scenario("calm")
     assert LPMarketModel(sc, None, 10, 1).policy.kind == NONE  # policy=None: nobody sells, as in simulate
     with pytest.warns(DeprecationWarning, match="scenario="):
-        old = LPMarketModel(model=sc.model, policy=res, n_agents=10, seed=1)
+        old = LPMarketModel(model=sc.model, policy=res, n_agents=64, seed=1)
     assert old.mfg_result is res
     with pytest.raises(ValueError, match="policy=None"):
-        LPMarketModel(sc.model, n_agents=10)  # an LPExitModel has no grid to solve on
+        LPMarketModel(sc.model, n_agents=64)  # an LPExitModel has no grid to solve on
     with pytest.raises(TypeError, match="wrap the object in a list"):
         LPMarketModel(("model", sc.model))
     assert len(mesa_model._POLICY_CACHE) <= mesa_model._POLICY_CACHE_SIZE

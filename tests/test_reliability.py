@@ -32,11 +32,13 @@ from mfg.lp_exit.kernels import interior_range
 
 pytestmark = pytest.mark.kernels
 
-CALM = Path(__file__).resolve().parents[1] / "mfg" / "lp_exit" / "library" / "calm.toml"
+LIBRARY = Path(__file__).resolve().parents[1] / "mfg" / "lp_exit" / "library"
 
 
-def calm() -> dict:
-    with open(CALM, "rb") as fh:
+def calm(name: str = "impact_calm") -> dict:
+    """A calm scenario as a dict: the impact market's by default (its triggers were found on it), or ``"calm"``
+    (the clearing market)."""
+    with open(LIBRARY / f"{name}.toml", "rb") as fh:
         return tomllib.load(fh)
 
 
@@ -122,8 +124,9 @@ def test_reproducers_end_in_a_named_error_or_a_finite_result(field, value):
 
 def test_engine_reproducers():
     for field, value in (("lbar", 1e308), ("sigma", 1e308), ("market.theta_K", 200.0)):
-        with pytest.raises(pydantic.ValidationError, match=field.split(".")[-1]):
-            Scenario.model_validate(mutate(calm(), field, value))
+        for name in ("impact_calm", "calm"):
+            with pytest.raises(pydantic.ValidationError, match=field.split(".")[-1]):
+                Scenario.model_validate(mutate(calm(name), field, value))
     sc = Scenario.model_validate(mutate(calm(), "market.S0", 1000.0))
     with pytest.raises(FloatingPointError, match=r"step 0 .*market.S0=1000"):
         simulate(sc, ThresholdPolicy(0.5), n_agents=500, seed=1)
@@ -157,7 +160,19 @@ def test_cli_ends_in_one_line_naming_the_problem(tmp_path, field, value, code, p
 # property: any input is refused by name, or gives a finite result
 # ----------------------------------------------------------------------------------
 
+
+def small_clearing_calm() -> dict:
+    """The clearing market's calm cut to its first six populations and a 6-year window (speed)."""
+    d = calm("calm")
+    d["model"]["end"] = d["model"]["start"] + 6.0
+    live = [p for p in d["model"]["populations"] if p["vintage"] < d["model"]["end"]]
+    d["model"]["populations"] = live[:6]
+    d.pop("report", None)
+    return d
+
 COARSE = {"L_min": -1.5, "L_max": 3.5, "n_L": 61, "dt": 1.0 / 12.0}
+CLEARING_FIELDS = ["market.pbar", "market.tau_d", "market.gamma", "market.P_cap", "market.K0", "market.Kbar",
+                   "market.theta_K", "delta"]
 POP_FIELDS = ["kappa", "lbar", "sigma", "lam", "alpha", "eta", "ell", "y", "r", "g", "phi", "a_max",
               "initial_mean", "initial_std", "life", "weight", "amplitude"]
 MARKET_FIELDS = ["market.pbar", "market.beta", "market.tau_s", "market.K0", "market.Kbar", "market.theta_K",
@@ -169,10 +184,13 @@ VALUES = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(mutations=st.lists(st.tuples(st.sampled_from(POP_FIELDS + MARKET_FIELDS), VALUES), min_size=1, max_size=3))
-def test_any_scenario_is_refused_by_name_or_gives_a_finite_result(mutations):
-    d = calm()
+@pytest.mark.parametrize("market", ["impact", "clearing"])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_scenario_is_refused_by_name_or_gives_a_finite_result(market, data):
+    fields = POP_FIELDS + (MARKET_FIELDS if market == "impact" else CLEARING_FIELDS)
+    mutations = data.draw(st.lists(st.tuples(st.sampled_from(fields), VALUES), min_size=1, max_size=3))
+    d = calm() if market == "impact" else small_clearing_calm()
     d["grid"] = dict(COARSE)
     d["solver"]["max_iter"] = 20
     for field, value in mutations:

@@ -77,7 +77,7 @@ def stationary_scenario(amplitude: float = -0.15, *, life: float = 12.0, span: i
     that their stationary variance ``σ²/2κ`` is unchanged).
     Returns ``(scenario, (first_year, last_year))``.
     """
-    sc = load_scenario(source or SCENARIO_DIR / "calm.toml")
+    sc = load_scenario(source or SCENARIO_DIR / "impact_calm.toml")
     start = 2000.0
     n_v = int(round((life + span + lead_out) * per_year))
     end = start + (n_v - 1) / per_year + life
@@ -207,7 +207,7 @@ def sweep(amplitudes, market: str = "stationary", **kw) -> tuple:
 
 def calm_sweep(amplitudes) -> pd.DataFrame:
     """The same sweep on calm.toml (finite fund lives, front-loaded sales): the confounded measure."""
-    base = load_scenario(SCENARIO_DIR / "calm.toml")
+    base = load_scenario(SCENARIO_DIR / "impact_calm.toml")
     rows = []
     for a in amplitudes:
         sc = _with_amplitude(base, a)

@@ -637,7 +637,8 @@ def solve(model: LPExitModel, grid: Grid, options: SolverOptions | None = None, 
         raise ValueError(f"store must be one of {STORE}, got {store!r}")
     t_start = time.perf_counter()
     disc = discretise(model, grid, initial=initial, inputs=inputs)
-    hint = "store='paths' keeps only the time series" if store == "all" else "use a coarser grid or a shorter window"
+    hint = "use a coarser grid (grid.n_L, grid.dt) or a shorter window" + (
+        "; store='paths' keeps only the time series" if store == "all" else "")
     check_memory(memory_needed(disc, options, store),
                  f"an LP-exit solve on {disc.n_pop} population(s) x {disc.n_t} steps x {grid.n_L} nodes", hint)
     P0, M0 = _initial_path(disc, initial, guess)
