@@ -293,7 +293,7 @@ def test_defaults_constructor_solves_the_scenarios_policy_once():
     assert np.array_equal(d["mean_liquidity"].to_numpy(), sim.mean_liquidity[0, :4])
 
     sc = load_scenario("calm")
-    assert LPMarketModel(sc, None, 10, 1).policy.kind == NONE  # policy=None: nobody sells, as in simulate
+    assert LPMarketModel(sc, None, 64, 1).policy.kind == NONE  # policy=None: nobody sells, as in simulate
     with pytest.warns(DeprecationWarning, match="scenario="):
         old = LPMarketModel(model=sc.model, policy=res, n_agents=64, seed=1)
     assert old.mfg_result is res
