@@ -23,6 +23,8 @@ from scipy.optimize import brentq
 from abm.lp_market.auction import uniform_price_auction
 from mfg.lp_exit.clearing import BRANCH_CAP, BRANCH_IDLE, BRANCH_ROOT, ClearingParams, clear
 
+pytestmark = pytest.mark.kernels  # run again with numba's bounds checking in CI (.ci/run)
+
 
 def demand_ref(P, K, pbar, dt, tau_d, gamma):
     """``D(P, K) = min((K/tau_d)(pbar/P)^gamma / P, K/(P dt))`` (docs/model.md 2.4; in float64: inf past the range)."""

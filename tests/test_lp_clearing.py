@@ -46,6 +46,8 @@ from mfg.lp_exit.clearing import (
 from mfg.lp_exit.kernels import Mesh
 from mfg.lp_exit.scenarios import solve_baseline, solve_scenario
 
+pytestmark = pytest.mark.kernels  # run again with numba's bounds checking in CI (.ci/run)
+
 PBAR = 0.93
 DT = 1.0 / 52.0
 

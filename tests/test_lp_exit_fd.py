@@ -21,6 +21,8 @@ from mfg.lp_exit.fd import fd_backward_sweep, fd_forward_sweep
 from mfg.lp_exit.kernels import ExitRule, Mesh, StepCoefficients, simple_population
 from mfg.lp_exit.params import Grid, load_scenario
 
+pytestmark = pytest.mark.kernels  # run again with numba's bounds checking in CI (.ci/run)
+
 NO_POLICY = np.zeros((1, 1))
 
 # the impact market's calm (docs/model.md 2.4b): the SL-FD gaps below were measured on it

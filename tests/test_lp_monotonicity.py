@@ -24,6 +24,8 @@ from mfg.lp_exit import backward_sweep
 from mfg.lp_exit.fd import fd_backward_sweep
 from mfg.lp_exit.kernels import ExitRule, Mesh, StepCoefficients, simple_population
 
+pytestmark = pytest.mark.kernels  # run again with numba's bounds checking in CI (.ci/run)
+
 SWEEPS = {"sl": backward_sweep, "fd": fd_backward_sweep}
 N_L, N_T, LOWER, DX, DT = 41, 25, -1.0, 0.075, 0.04
 

@@ -31,6 +31,8 @@ from mfg.semi_lagrangian import (
     slope_range,
 )
 
+pytestmark = pytest.mark.kernels  # run again with numba's bounds checking in CI (.ci/run)
+
 PROPERTY = settings(
     max_examples=60,
     deadline=None,
