@@ -143,8 +143,9 @@ def main(argv=None):
     if abs(round((sc.model.end - sc.model.start) * 13) - (sc.model.end - sc.model.start) * 13) > 1e-9:
         grid = sc.grid
     clearing = _policy(sc.model, grid, sc.solver)
-    impact_model = LPExitModel(populations=sc.model.populations, market=IMPACT, start=sc.model.start,
-                               end=sc.model.end)
+    # the impact market has no distress discount (docs/model.md 2.4b): the same populations with delta = 0
+    impact_pops = [p.model_copy(update={"delta": 0.0}) for p in sc.model.populations]
+    impact_model = LPExitModel(populations=impact_pops, market=IMPACT, start=sc.model.start, end=sc.model.end)
     impact = _policy(impact_model, grid, sc.solver)
     N = args.agents
     n_t = clearing.t.size

@@ -1,7 +1,7 @@
 """``gelav dataset``: empirical-style datasets from the finite-N LP market (docs/datasets.md).
 
     gelav dataset --scenario NAME_OR_FILE --n-lps N --seed S --out DIR [options]
-    gelav dataset describe PATH
+    gelav dataset describe PATH [--figure FILE]
 
 Registered in :mod:`experiments.cli` by ``main.add_command(dataset)``.
 """
@@ -14,11 +14,28 @@ from pathlib import Path
 
 import click
 
-_REALISM = ("stale_nav", "bid_dispersion", "strategies", "funds_per_vintage", "fund_dispersion", "nav_vol")
+from .io import OutputFolder
 
 
 class _InputError(click.ClickException):
     exit_code = 2
+
+
+def _progress_bar(n_lps: int):
+    """A tqdm bar over the market steps (on stderr), as a ``progress(step, n_steps)`` callable."""
+    from tqdm import tqdm
+
+    state = {}
+
+    def progress(n, N):
+        if "bar" not in state:
+            state["bar"] = tqdm(total=N + 1, unit="step", desc=f"market ({n_lps:,} LPs)", file=sys.stderr,
+                                mininterval=1.0)
+        state["bar"].update(1)
+        if n >= N:
+            state["bar"].close()
+
+    return progress
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,79 +43,94 @@ class _InputError(click.ClickException):
 @click.option("--n-lps", type=click.IntRange(min=1), default=10_000, show_default=True, help="LPs in the market.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Root seed (same seed, same bytes).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OutputFolder(), default=None,
               help="Output folder [default: gelav-output/dataset-SCENARIO]")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset in --out.")
-@click.option("--realistic", is_flag=True,
-              help="Every realism option on (stale NAV 2 quarters, bid dispersion 0.05, strategies, 20 funds per "
-                   "vintage, fund dispersion 0.05, NAV volatility 0.10); the options below override it.")
+@click.option("--equal", is_flag=True, help="Equal LPs: one buyout fund per vintage, no commitment or quality "
+                                            "dispersion (the market of docs/model.md 2.8 without weights).")
+@click.option("--commitment-sd", type=click.FloatRange(0, 3), default=None, help="Sd of log commitment [1.2].")
+@click.option("--quality-sd", type=click.FloatRange(0, 1), default=None, help="Sd of a fund's log quality [0.07].")
+@click.option("--funds-per-strategy", type=click.IntRange(1, 10_000), default=None,
+              help="Funds per vintage and strategy [8].")
+@click.option("--bidders", type=click.FloatRange(0, 100), default=None,
+              help="Mean losing bidders per sale process at the buyers' calm capital [4].")
+@click.option("--mean-commitment", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Mean commitment of a stake, $m [25].")
+@click.option("--realistic", is_flag=True, help="Reporting overlays on: stale NAV 2 quarters, NAV volatility 0.10.")
 @click.option("--stale-nav", type=click.Choice(["0", "1", "2"]), default=None,
-              help="Quarters by which reported NAV lags true NAV [default 0].")
-@click.option("--bid-dispersion", type=click.FloatRange(0, 1), default=None,
-              help="Sd of the log bid around the clearing price [default 0].")
-@click.option("--strategies/--no-strategies", default=None, help="Funds of several strategies with their own "
-                                                                   "price levels [default off].")
-@click.option("--funds-per-vintage", type=click.IntRange(1, 10_000), default=None, help="[default 1]")
-@click.option("--fund-dispersion", type=click.FloatRange(0, 1), default=None,
-              help="Sd of a fund's log price premium [default 0].")
-@click.option("--nav-vol", type=click.FloatRange(0, 1), default=None,
-              help="Volatility of a fund's log true NAV, per sqrt year [default 0].")
+              help="Quarters by which reported NAV lags true NAV [0].")
+@click.option("--nav-vol", type=click.FloatRange(0, 1), default=None, help="Volatility of log true NAV [0].")
 @click.option("--nav-drop", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Fall of true NAV at each shock time [default 0.45 x the shock's capital cut].")
-@click.option("--market-nav", type=click.FloatRange(min=0, min_open=True), default=1.0e6, show_default=True,
-              help="Market NAV in $m.")
+              help="Fall of true NAV at each shock time [0.45 x the shock's capital cut].")
+@click.option("--panel", type=click.Choice(["quarterly", "none"]), default="quarterly", show_default=True,
+              help="Write the holdings panel (every LP at every quarter end) and its truth.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where the partitions are built and written (the files are the same bytes).")
+@click.option("--scheduler", default=None, help="Dask scheduler address (default: a local cluster).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Processes of the local Dask cluster.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="numba threads (the data do not depend on it) [default: 1 below 131 072 LPs, else numba's].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def dataset(ctx, scenario, n_lps, seed, out, fmt, force, realistic, stale_nav, bid_dispersion, strategies,
-            funds_per_vintage, fund_dispersion, nav_vol, nav_drop, market_nav, threads) -> None:
-    """Write transactions, quarterly and lp_panel tables of one finite LP market (docs/datasets.md).
+def dataset(ctx, scenario, n_lps, seed, out, fmt, force, equal, commitment_sd, quality_sd, funds_per_strategy, bidders,
+            mean_commitment, realistic, stale_nav, nav_vol, nav_drop, panel, executor, scheduler, workers, threads,
+            quiet) -> None:
+    """Write the deals, withdrawn sale processes, holdings, LPs, funds, aggregates and truth of one finite LP
+    market (docs/datasets.md).
 
-    `gelav dataset describe PATH` prints a dataset's stylised facts beside docs/model.md 2.10.
+    `gelav dataset describe PATH` checks a dataset's stylised facts against docs/model.md 2.10/2.11.
     """
     if ctx.invoked_subcommand is not None:
         return
     if scenario is None:
         raise click.UsageError("--scenario is required (or use `gelav dataset describe PATH`)")
-    from .datasets import REALISTIC, DatasetExists, DatasetOptions, generate
+    from .datasets import EQUAL, REALISTIC, DatasetExists, DatasetOptions, generate
     from .lp_exit_report import ScenarioNotFound
 
-    kw = dict(REALISTIC) if realistic else {}
-    given = dict(stale_nav=None if stale_nav is None else int(stale_nav), bid_dispersion=bid_dispersion,
-                 strategies=strategies, funds_per_vintage=funds_per_vintage, fund_dispersion=fund_dispersion,
-                 nav_vol=nav_vol)
+    kw = dict(EQUAL) if equal else {}
+    kw.update(REALISTIC if realistic else {})
+    given = dict(commitment_sd=commitment_sd, quality_sd=quality_sd, funds_per_strategy=funds_per_strategy,
+                 bidders=bidders, mean_commitment=mean_commitment,
+                 stale_nav=None if stale_nav is None else int(stale_nav), nav_vol=nav_vol)
     kw.update({k: v for k, v in given.items() if v is not None})
     try:
-        opts = DatasetOptions(**kw, nav_drop=nav_drop, market_nav=market_nav, fmt=fmt)
+        opts = DatasetOptions(**kw, nav_drop=nav_drop, fmt=fmt, panel=panel)
     except ValueError as exc:
         raise _InputError(str(exc)) from None
     if out is None:
         out = Path("gelav-output") / f"dataset-{Path(scenario).stem}"
     start = time.perf_counter()
     try:
-        ds = generate(scenario, n_lps, seed, out, options=opts, force=force, threads=threads)
+        ds = generate(scenario, n_lps, seed, out, options=opts, force=force, threads=threads,
+                      progress=None if quiet else _progress_bar(n_lps), executor=executor, client=scheduler,
+                      workers=workers)
     except (ScenarioNotFound, DatasetExists, ValueError) as exc:
         raise _InputError(str(exc)) from None
-    click.echo(f"dataset of {scenario} ({n_lps:,} LPs, seed {seed}) in {out}/ "
-               f"({time.perf_counter() - start:.1f} s)")
-    for name, p in ds.files.items():
-        rows = ds.rows.get(name)
-        click.echo(f"  {p.name:<24} " + (f"{rows:>12,} rows" if rows is not None else ""))
-    click.echo(f"`gelav dataset describe {out}` prints its stylised facts")
+    click.echo(f"dataset of {scenario} ({n_lps:,} LPs, seed {seed}) in {out}/ ({time.perf_counter() - start:.1f} s)")
+    for name, rows in ds.rows.items():
+        click.echo(f"  {name:<20} {rows:>14,} rows")
+    click.echo(f"`gelav dataset describe {out}` checks its stylised facts")
 
 
 @dataset.command("describe")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def describe_cmd(path: Path) -> None:
-    """Print the stylised facts of the dataset in PATH beside the public figures (docs/model.md 2.10)."""
-    from .datasets_describe import describe, describe_text
+@click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the one-page figure [default: PATH/stylised_facts.png].")
+@click.option("--no-figure", is_flag=True, help="Print the checks only.")
+def describe_cmd(path: Path, figure: Path | None, no_figure: bool) -> None:
+    """Check the stylised facts of the dataset in PATH against docs/model.md 2.10/2.11 (a miss is flagged
+    MISS, with its number) and draw them on one page."""
+    from .datasets_describe import describe, describe_text, stylised_figure
 
     try:
         facts = describe(path)
     except FileNotFoundError as exc:
         raise _InputError(str(exc)) from None
     click.echo(describe_text(facts))
+    if not no_figure:
+        click.echo(f"figure: {stylised_figure(path, figure)}")
 
 
 def main() -> None:  # pragma: no cover - python -m experiments.dataset_cli

@@ -1,57 +1,61 @@
-"""Stylised facts of a dataset written by :func:`experiments.datasets.generate`, beside docs/model.md 2.10.
+"""Stylised facts of a dataset from :func:`experiments.datasets.generate`, checked against docs/model.md 2.10/2.11.
 
-:func:`describe` reads ``transactions`` and ``quarterly`` (Parquet or CSV) and returns the facts a
-researcher would compute from vendor data; :func:`describe_text` prints them next to the public
-figures.  Only reported quantities are used (prices in % of *reported* NAV, volumes in reported
-NAV), as a researcher would; the truth columns are not read.
+:func:`describe` reads the observed tables only (deals, withdrawn processes, LPs, the aggregates),
+as a researcher would, and returns the facts and a list of checks: each check names its public
+figure or range (docs/model.md 2.10, the rows of 2.11, and the issue's data targets), the dataset's
+number, whether it passes, and its basis (``set``: a dataset or scenario parameter was chosen for it;
+``mechanism``: no parameter was tuned for it).  :func:`describe_text` prints them, a miss as ``MISS``
+with its number; :func:`stylised_figure` draws one page (price path with the bid range, volume by
+half-year with the withdrawn processes, seller mix, discount distribution).
 
-* discount: NAV-weighted (``1 - sum consideration / sum nav_sold``), the mean and the standard
-  deviation over sales, and the NAV-weighted discount of funds aged 4 to 9 years; over the
-  "normal" quarters: all of them, or those before the first shock event of the scenario;
-* turnover: reported NAV sold in a whole calendar year / the year's mean active NAV (%), mean
-  over the normal whole years;
-* second-half share: volume of July to December / annual volume, normal whole years pooled;
-* seller mix: share of volume by LP type (all sales; in the trough half-year and in the
-  calendar year after it when the scenario has events);
-* crisis (scenarios with events): the NAV-weighted price per half-year (the Cogent prints are
-  half-yearly), the trough, the share of the gap to the last pre-shock half-year closed one
-  half-year later, and the change of annual volume from the year before the trough's to its year.
+The "normal" period is the scenario's report window (its ``[report]`` table) before the first shock;
+whole calendar years of it are the normal years.  "About x" figures are held to x +- a stated margin.
 """
 
 from __future__ import annotations
 
 import math
+import tomllib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .datasets import load_dataset
 
-__all__ = ["COGENT_2008", "PUBLIC", "describe", "describe_text"]
+__all__ = ["COGENT_2008", "Check", "describe", "describe_text", "stylised_figure"]
 
-#: docs/model.md 2.10, as (low, high) ranges or point values.
-PUBLIC = {
-    "discount_pct": (5.0, 15.0),
-    "discount_note": "5-15% in normal years; 13.8% on average, about 9% for funds 4-9 years old (Nadauld et al. 2019)",
-    "discount_4_9_pct": 9.0,
-    "turnover_pct": (1.0, 2.5),
-    "h2_share_pct": (55.0, 65.0),
-    "gap_closed_6m_pct": 60.0,
-    "volume_change_trough_pct": -39.0,
-    "sellers": "pensions ~5% of sellers at the 2009 trough, ~40% in 2010; endowments the stressed sellers; "
-               "sovereign wealth funds postponed",
-}
-#: Cogent average high bid, % of NAV, by half-year (docs/model.md 2.10).
-COGENT_2008 = {"2008H1": "84.7", "2008H2": "61", "2009H1": "40-45", "2009H2": "72", "2010H1": "80", "2010H2": "84",
-               "2013H1": "89-92", "2015H2": "89-92"}
-COVID_2020 = {"2019H2": "89", "2020H1": "80", "2021H1": "~90"}
-#: The crisis rows' public column, by the year of the shock (None: no public figure).
-CRISIS_PUBLIC = {
-    2008: dict(trough="40-45 (2009H1)", pre="84.7 (2008H1)", closed="about 60",
-               volume="-39 (2009: volume fell at the trough)"),
-    2020: dict(trough="80 (2020H1)", pre="89", closed="about 90 a year later", volume="none in docs/model.md 2.10"),
-    None: dict(trough="none in docs/model.md 2.10", pre="", closed="", volume=""),
-}
+#: Cogent average high bid, % of NAV, by half-year (docs/model.md 2.10; the trough 40-45 as 42.5).
+COGENT_2008 = {"2008H1": 84.7, "2008H2": 61.0, "2009H1": 42.5, "2009H2": 72.0, "2010H1": 80.0, "2010H2": 84.0}
+_TABLES = ("deals", "withdrawn", "lps", "quarterly_market", "halfyear_market", "halfyear_sellers", "quarterly_sellers")
+
+
+@dataclass
+class Check:
+    """One stylised fact against its public figure."""
+
+    fact: str
+    value: float | None
+    shown: str
+    public: str
+    ok: bool | None  # None: not applicable to this dataset
+    basis: str  # "set", "mechanism" or "target" (the data targets of the dataset issue)
+
+
+def _half_index(label: str) -> int:
+    return int(label[:4]) * 2 + int(label[-1]) - 1
+
+
+def _windows(meta: dict):
+    events = meta.get("events") or []
+    t_event = min((float(e["time"]) for e in events), default=math.inf)
+    lo, hi = meta["window"]
+    try:
+        rep = tomllib.loads(meta.get("scenario_toml", "")).get("report") or {}
+        lo, hi = float(rep.get("start", lo)), float(rep.get("end", hi))
+    except tomllib.TOMLDecodeError:  # pragma: no cover
+        pass
+    return lo, min(hi, t_event), t_event, events
 
 
 def _wavg(cons, nav) -> float:
@@ -59,148 +63,287 @@ def _wavg(cons, nav) -> float:
     return 100.0 * float(np.sum(cons)) / s if s > 0 else math.nan
 
 
-def describe(folder) -> dict:
-    """The stylised facts of the dataset in ``folder`` (see the module docstring)."""
-    tabs, meta = load_dataset(folder, ("transactions", "quarterly"))
-    tr, qt = tabs["transactions"], tabs["quarterly"]
-    for c in ("quarter", "lp_type", "group_by", "group"):
-        for df in (tr, qt):
-            if c in df:
-                df[c] = df[c].astype(str)
-    events = meta.get("events") or []
-    t_event = min((float(e["time"]) for e in events), default=math.inf)
-    qa = qt[qt["group_by"] == "all"].copy()
-    qa["qi"] = [int(q[:4]) * 4 + int(q[-1]) - 1 for q in qa["quarter"]]
-    qa["year"] = qa["qi"] // 4
-    steps_per_q = qa["steps"].max()
-    full_q = qa["steps"] == steps_per_q
-    years = [y for y, g in qa.groupby("year") if len(g) == 4 and bool(full_q[g.index].all())]
-    normal_years = [y for y in years if y + 1 <= t_event + 1e-9]
-    tr_norm = tr[tr["t"] < t_event - 1e-9]
-
-    out: dict = {"scenario": meta.get("scenario"), "seed": meta.get("seed"), "n_lps": meta.get("n_lps"),
-                 "window": meta.get("window"), "events": [e.get("name") for e in events],
-                 "options": meta.get("options", {}), "n_sales": len(tr)}
-    out["normal_period"] = "before the first shock" if events else "whole window"
-    out["discount_wavg_pct"] = 100.0 - _wavg(tr_norm["consideration"], tr_norm["nav_sold"])
-    out["discount_mean_pct"] = float(tr_norm["discount_pct"].mean())
-    out["discount_sd_pct"] = float(tr_norm["discount_pct"].std())
-    mid = tr_norm[(tr_norm["fund_age"] >= 4) & (tr_norm["fund_age"] <= 9)]
-    out["discount_4_9_pct"] = 100.0 - _wavg(mid["consideration"], mid["nav_sold"])
-    qn = qa[qa["qi"] / 4.0 + 0.25 <= t_event + 1e-9]
-    out["quarterly_price_range"] = (float(qn["price_wavg"].min()), float(qn["price_wavg"].max()))
-
-    turn = {}
+def _calm_facts(tabs: dict, lo: float, hi: float) -> dict:
+    tr, qm, hs = tabs["deals"], tabs["quarterly_market"], tabs["halfyear_sellers"]
+    norm = tr[(tr["t"] >= lo) & (tr["t"] < hi)]
+    f = {"discount_wavg_pct": 100.0 - _wavg(norm["consideration"], norm["nav_sold"]),
+         "discount_mean_pct": float(norm["discount_pct"].mean()) if len(norm) else math.nan}
+    mid = norm[(norm["fund_age"] >= 4) & (norm["fund_age"] < 10)]
+    f["discount_4_9_pct"] = 100.0 - _wavg(mid["consideration"], mid["nav_sold"])
+    qm = qm.assign(year=[int(p[:4]) for p in qm["period"]])
+    years = [y for y, g in qm.groupby("year") if len(g) == 4 and y >= lo - 1e-9 and y + 1 <= hi + 1e-9]
+    turn, h2 = {}, []
     for y in years:
-        g = qa[qa["year"] == y]
-        nav = float((g["active_nav"] * g["steps"]).sum() / g["steps"].sum())
-        turn[int(y)] = 100.0 * float(g["volume_nav"].sum()) / nav if nav > 0 else math.nan
-    out["turnover_by_year_pct"] = turn
-    out["turnover_pct"] = float(np.nanmean([turn[y] for y in normal_years])) if normal_years else math.nan
-    sel = qa[qa["year"].isin(normal_years)]
-    tot = float(sel["volume_nav"].sum())
-    h2 = float(sel.loc[sel["qi"] % 4 >= 2, "volume_nav"].sum())
-    out["h2_share_pct"] = 100.0 * h2 / tot if tot > 0 else math.nan
-    vol_type = tr.groupby("lp_type")["nav_sold"].sum()
-    out["seller_mix_pct"] = {k: 100.0 * float(v) / float(vol_type.sum()) for k, v in vol_type.items()} \
-        if len(tr) else {}
+        g = qm[qm["year"] == y]
+        turn[y] = 100.0 * float(g["volume_nav"].sum()) / float(g["active_nav"].mean())
+        h2.append((float(g["volume_nav"].iloc[2:].sum()), float(g["volume_nav"].sum())))
+    f["normal_years"] = years
+    f["turnover_by_year_pct"] = turn
+    f["h2_share_pct"] = 100.0 * sum(a for a, _ in h2) / sum(b for _, b in h2) if h2 and sum(b for _, b in h2) else \
+        math.nan
+    hs = hs[[lo * 2 - 1e-9 <= _half_index(p) < hi * 2 - 1e-9 for p in hs["period"]]]
+    v = hs.groupby("lp_type", observed=True)["volume_nav"].sum()
+    f["seller_mix_pct"] = {str(k): 100.0 * float(x) / float(v.sum()) for k, x in v.items()} if v.sum() > 0 else {}
+    yrs = qm[qm["year"].isin(years)]
+    f["dry_powder_years"] = float(yrs["dry_powder"].mean()) / (float(yrs["consideration"].sum()) / len(years)) \
+        if years and yrs["consideration"].sum() > 0 else math.nan
+    return f
 
-    # half-years
-    half = (np.floor(tr["t"].to_numpy() * 2 + 1e-6)).astype(int)
-    tr = tr.assign(half=half)
-    sums = tr.groupby("half")[["consideration", "nav_sold"]].sum()
-    hy = pd.Series(100.0 * sums["consideration"].to_numpy(float) / sums["nav_sold"].to_numpy(float),
-                   index=sums.index.to_numpy(np.int64), dtype=float)
-    out["half_year_price_pct"] = {f"{h // 2}H{h % 2 + 1}": float(v) for h, v in hy.items()}
-    if events and len(hy) and (hy.index >= math.floor(t_event * 2 + 1e-6)).any():
-        h_ev = math.floor(t_event * 2 + 1e-6)
-        after = hy[hy.index >= h_ev]
-        before = hy[hy.index < h_ev]
-        h_tr = int(after.idxmin())
-        p_tr = float(after.min())
-        pre = float(before.iloc[-1]) if len(before) else math.nan
-        nxt = float(hy.get(h_tr + 1, math.nan))
-        out["shock_time"] = t_event
-        out["trough_half"] = f"{h_tr // 2}H{h_tr % 2 + 1}"
-        out["trough_price_pct"] = p_tr
-        out["pre_shock_price_pct"] = pre
-        out["gap_closed_6m_pct"] = 100.0 * (nxt - p_tr) / (pre - p_tr) if pre > p_tr else math.nan
-        qmin = qa[qa["qi"] / 4.0 + 0.25 > t_event].sort_values("price_wavg").head(1)
-        out["trough_quarter"] = (str(qmin["quarter"].iloc[0]), float(qmin["price_wavg"].iloc[0])) if len(qmin) \
-            else None
-        y_tr = h_tr // 2
-        vy = qa.groupby("year")["volume_nav"].sum()
-        out["volume_change_trough_pct"] = (100.0 * (float(vy.get(y_tr, math.nan)) / float(vy.get(y_tr - 1)) - 1.0)
-                                           if vy.get(y_tr - 1, 0) > 0 else math.nan)
-        out["volume_change_years"] = (y_tr - 1, y_tr)
-        for label, sub in (("seller_mix_trough_pct", tr[tr["half"] == h_tr]),
-                           ("seller_mix_year_after_pct", tr[np.floor(tr["t"] + 1e-9) == y_tr + 1])):
-            v = sub.groupby("lp_type")["nav_sold"].sum()
-            out[label] = {k: 100.0 * float(x) / float(v.sum()) for k, x in v.items()} if v.sum() > 0 else {}
-        out["year_after"] = y_tr + 1
-    gap = (qa["market_price_pct"] - qa["mfg_price_pct"]).abs()
-    out["mfg_gap_pct_points"] = float(gap.mean())
+
+def _crisis_facts(tabs: dict, t_event: float) -> dict:
+    hm, hs, qm = tabs["halfyear_market"], tabs["halfyear_sellers"], tabs["quarterly_market"]
+    h_ev = math.floor(t_event * 2 + 1e-6)
+    hm = hm.assign(h=[_half_index(p) for p in hm["period"]])
+    after, before = hm[(hm["h"] >= h_ev) & (hm["n_deals"] > 0)], hm[(hm["h"] < h_ev) & (hm["n_deals"] > 0)]
+    if after.empty:
+        return {}
+    tr = after.loc[after["price_wavg"].idxmin()]
+    h_tr = int(tr["h"])
+    f = {"trough_half": str(tr["period"]), "trough_price_pct": float(tr["price_wavg"]),
+         "pre_shock_price_pct": float(before["price_wavg"].iloc[-1]) if len(before) else math.nan,
+         "half_year_price_pct": dict(zip(hm["period"].astype(str), hm["price_wavg"].astype(float)))}
+    nxt = hm.loc[hm["h"] == h_tr + 1, "price_wavg"]
+    gap = f["pre_shock_price_pct"] - f["trough_price_pct"]
+    f["gap_closed_6m_pct"] = 100.0 * (float(nxt.iloc[0]) - f["trough_price_pct"]) / gap if len(nxt) and gap > 0 \
+        else math.nan
+    f["withdrawn_to_traded_trough"] = float(tr["withdrawn_nav"]) / float(tr["volume_nav"]) if tr["volume_nav"] > 0 \
+        else math.nan
+    q = qm[qm["n_deals"] > 0]
+    f["lowest_quarter"] = (str(q.loc[q["price_wavg"].idxmin(), "period"]), float(q["price_wavg"].min()))
+    mix = hs.assign(h=[_half_index(p) for p in hs["period"]])
+    f["pension_share_trough_pct"] = _share(mix[mix["h"] == h_tr], "pension")
+    f["pension_share_after_pct"] = _share(mix[mix["h"] // 2 == h_tr // 2 + 1], "pension")
+    f["year_after"] = h_tr // 2 + 1
+    f["sovereign_share_crisis_pct"] = _share(mix[(mix["h"] >= h_ev) & (mix["h"] < h_ev + 4)], "sovereign")
+    f["endowment_share_trough_pct"] = _share(mix[mix["h"] == h_tr], "endowment")
+    y_tr = h_tr // 2
+    cons = float(hm.loc[hm["h"] // 2 == y_tr, "consideration"].sum())
+    dp = hm.loc[hm["h"] == 2 * y_tr, "dry_powder"]
+    f["dry_powder_trough_years"] = float(dp.iloc[0]) / cons if len(dp) and cons > 0 else math.nan
+    vol = hm.set_index("period")["consideration"]  # the dollars that traded, as the public volumes
+    y = int(math.floor(t_event))
+    f["h1_volume_ratio"] = float(vol.get(f"{y + 1}H1", math.nan)) / float(vol.get(f"{y}H1", math.nan)) \
+        if vol.get(f"{y}H1", 0) > 0 else math.nan
+    yv = hm.assign(y=hm["h"] // 2).groupby("y")["consideration"].sum()
+    f["volume_change_pct"] = (100.0 * (float(yv.get(y + 1, math.nan)) / float(yv[y]) - 1.0), y, y + 1) \
+        if yv.get(y, 0) > 0 else (math.nan, y, y + 1)
+    f["shock_year"] = y
+    return f
+
+
+def _share(df: pd.DataFrame, ty: str) -> float:
+    tot = float(df["volume_nav"].sum())
+    return 100.0 * float(df.loc[df["lp_type"].astype(str) == ty, "volume_nav"].sum()) / tot if tot > 0 else math.nan
+
+
+def _data_facts(tabs: dict) -> dict:
+    tr, qm, lps = tabs["deals"], tabs["quarterly_market"], tabs["lps"]
+    q_sd = tr.groupby(tr["quarter"].astype(str))["price_pct_nav"].std().dropna()
+    c = lps["commitment"].to_numpy()
+    two = tr[tr["n_bids"] >= 2]
+    return {"n_deals": len(tr), "n_withdrawn": len(tabs["withdrawn"]),
+            "within_quarter_sd_median": float(q_sd.median()) if len(q_sd) else math.nan,
+            "commitment_p95_p5": float(np.quantile(c, 0.95) / np.quantile(c, 0.05)) if c.size else math.nan,
+            "quarters": int(len(qm)), "quarters_without_sales": [str(p) for p in qm.loc[qm["n_deals"] == 0, "period"]],
+            "bid_spread_pct": float((two["bid_high_pct"] - two["bid_low_pct"]).mean()) if len(two) else math.nan,
+            "bids_mean": float(tr["n_bids"].mean()) if len(tr) else math.nan,
+            "strategies": int(tr["strategy"].nunique()), "funds_traded": int(tr["fund_id"].nunique()),
+            "lowest_price_pct": float(qm.loc[qm["n_deals"] > 0, "price_wavg"].min()) if len(tr) else math.nan}
+
+
+def _in(v, lo, hi) -> bool | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(lo <= v <= hi)
+
+
+def _fmt(v, spec=".1f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _calm_checks(f: dict) -> list[Check]:
+    turn = list(f["turnover_by_year_pct"].values())
+    drift = max(turn) / min(turn) if turn and min(turn) > 0 else math.nan
+    mix = f["seller_mix_pct"]
+    return [
+        Check("calm discount, NAV-weighted (%)", f["discount_wavg_pct"], _fmt(f["discount_wavg_pct"]), "5 to 15",
+              _in(f["discount_wavg_pct"], 5, 15), "set"),
+        Check("discount, mean over deals (%)", f["discount_mean_pct"], _fmt(f["discount_mean_pct"]),
+              "13.8 (Nadauld et al.; held to 8.8-18.8)", _in(f["discount_mean_pct"], 8.8, 18.8), "mechanism"),
+        Check("discount, funds aged 4-9 (%)", f["discount_4_9_pct"], _fmt(f["discount_4_9_pct"]),
+              "about 9 (held to 6-12)", _in(f["discount_4_9_pct"], 6, 12), "mechanism"),
+        Check("calm turnover, every normal year (% of NAV)", min(turn) if turn else math.nan,
+              f"{_fmt(min(turn) if turn else math.nan, '.2f')}-{_fmt(max(turn) if turn else math.nan, '.2f')}",
+              "1 to 2.5", None if not turn else bool(min(turn) >= 1.0 and max(turn) <= 2.5), "set"),
+        Check("calm turnover drift (max/min over normal years)", drift, _fmt(drift, ".2f"), "<= 1.5",
+              _in(drift, 0, 1.5), "mechanism"),
+        Check("second-half share of annual volume (%)", f["h2_share_pct"], _fmt(f["h2_share_pct"], ".0f"),
+              "55 to 65", _in(f["h2_share_pct"], 55, 65), "set"),
+        Check("pensions' share of sellers, normal years (%)", mix.get("pension", math.nan),
+              _fmt(mix.get("pension", math.nan), ".0f"), "20 to 33", _in(mix.get("pension", math.nan), 20, 33), "set"),
+        Check("sovereigns sell in calm years (% of volume)", mix.get("sovereign", 0.0),
+              _fmt(mix.get("sovereign", 0.0), ".0f"), "> 0", mix.get("sovereign", 0.0) > 0, "mechanism"),
+        Check("dry powder (years of value traded)", f["dry_powder_years"], _fmt(f["dry_powder_years"], ".2f"),
+              "1.8 to 2.6 (2017-2023)", _in(f["dry_powder_years"], 1.8, 2.6), "set"),
+    ]
+
+
+def _crisis_checks(f: dict, calm: dict) -> list[Check]:
+    if not f:
+        return []
+    if f["shock_year"] == 2020:
+        hy = f["half_year_price_pct"]
+        a, b = hy.get("2020H1", math.nan), hy.get("2021H1", math.nan)
+        return [Check("COVID: 2020H1 price (% of NAV)", a, _fmt(a), "80 +- 5", _in(a, 75, 85), "mechanism"),
+                Check("COVID: a year later (2021H1)", b, _fmt(b), "90 +- 5", _in(b, 85, 95), "mechanism")]
+    out = []
+    if f["shock_year"] == 2008:
+        hy = f["half_year_price_pct"]
+        diffs = [hy[h] - v for h, v in COGENT_2008.items() if h in hy and not math.isnan(hy[h])]
+        rmse = math.sqrt(sum(d * d for d in diffs) / len(diffs)) if len(diffs) == len(COGENT_2008) else math.nan
+        out.append(Check("GFC half-year price RMSE vs Cogent, 2008H1-2010H2 (points)", rmse, _fmt(rmse), "<= 4",
+                         _in(rmse, 0, 4), "set"))
+    q, p = f["lowest_quarter"]
+    vc, y0, y1 = f["volume_change_pct"]
+    sov = calm.get("seller_mix_pct", {}).get("sovereign", math.nan)
+    endo = calm.get("seller_mix_pct", {}).get("endowment", math.nan)
+    out += [
+        Check("endowments' share of sellers at the trough vs normal (%)", f["endowment_share_trough_pct"],
+              f"{_fmt(f['endowment_share_trough_pct'], '.0f')} vs {_fmt(endo, '.0f')}", "higher (the stressed sellers)",
+              None if math.isnan(endo) else bool(f["endowment_share_trough_pct"] > endo), "mechanism"),
+        Check("dry powder at the trough (years of that year's $ volume)", f["dry_powder_trough_years"],
+              _fmt(f["dry_powder_trough_years"], ".2f"), "15 / (12 to 20) = 0.75 to 1.25",
+              _in(f["dry_powder_trough_years"], 0.75, 1.25), "mechanism"),
+        Check(f"trough half-year price ({f['trough_half']})", f["trough_price_pct"], _fmt(f["trough_price_pct"]),
+              "40 to 45 (2009H1)", _in(f["trough_price_pct"], 40, 45), "set"),
+        Check(f"lowest quarter price ({q})", p, _fmt(p), ">= 35", _in(p, 35, 1e9), "mechanism"),
+        Check("H1 volume ($ traded) after the shock / H1 before", f["h1_volume_ratio"],
+              _fmt(f["h1_volume_ratio"], ".2f"),
+              "<= 0.75", _in(f["h1_volume_ratio"], 0, 0.75), "mechanism"),
+        Check(f"annual volume ($ traded) change {y0} -> {y1} (%)", vc, _fmt(vc, "+.0f"), "-39 (fell; held to < 0)",
+              _in(vc, -1e9, 0), "mechanism"),
+        Check("withdrawn / traded NAV in the trough half-year", f["withdrawn_to_traded_trough"],
+              _fmt(f["withdrawn_to_traded_trough"], ".2f"), "0.3 to 1.5 (13.9/16 = 0.87)",
+              _in(f["withdrawn_to_traded_trough"], 0.3, 1.5), "mechanism"),
+        Check("gap closed one half-year after the trough (%)", f["gap_closed_6m_pct"], _fmt(f["gap_closed_6m_pct"],
+              ".0f"), "45 to 75", _in(f["gap_closed_6m_pct"], 45, 75), "mechanism"),
+        Check("pensions' share of sellers at the trough (%)", f["pension_share_trough_pct"],
+              _fmt(f["pension_share_trough_pct"], ".0f"), "<= 10", _in(f["pension_share_trough_pct"], 0, 10),
+              "mechanism"),
+        Check(f"pensions' share of sellers in {f['year_after']} (%)", f["pension_share_after_pct"],
+              _fmt(f["pension_share_after_pct"], ".0f"), "25 to 55", _in(f["pension_share_after_pct"], 25, 55),
+              "mechanism"),
+        Check("sovereigns' share, 2 years from the shock vs calm (%)", f["sovereign_share_crisis_pct"],
+              f"{_fmt(f['sovereign_share_crisis_pct'], '.0f')} vs {_fmt(sov, '.0f')}", "less than in calm, > 0",
+              None if math.isnan(sov) else bool(0 < f["sovereign_share_crisis_pct"] < sov), "mechanism"),
+    ]
     return out
 
 
-def _num(v, fmt=".1f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+def _data_checks(d: dict) -> list[Check]:
+    gaps = d["quarters_without_sales"]
+    return [
+        Check("median within-quarter sd of deal prices (points)", d["within_quarter_sd_median"],
+              _fmt(d["within_quarter_sd_median"]), ">= 3", _in(d["within_quarter_sd_median"], 3, 1e9), "target"),
+        Check("commitments, 95th / 5th percentile", d["commitment_p95_p5"], _fmt(d["commitment_p95_p5"], ".0f"),
+              ">= 20", _in(d["commitment_p95_p5"], 20, 1e9), "set"),
+        Check("quarters without sales", float(len(gaps)), f"{len(gaps)} of {d['quarters']}" +
+              (f" ({', '.join(gaps[:4])}{' ...' if len(gaps) > 4 else ''})" if gaps else ""), "0", not gaps, "target"),
+        Check("high - low bid per deal (points)", d["bid_spread_pct"], _fmt(d["bid_spread_pct"]),
+              "about 11 (held to 8-14)", _in(d["bid_spread_pct"], 8, 14), "set"),
+        Check("strategies traded", float(d["strategies"]), str(d["strategies"]), ">= 5", d["strategies"] >= 5, "set"),
+        Check("lowest quarterly price (% of NAV)", d["lowest_price_pct"], _fmt(d["lowest_price_pct"]),
+              ">= 20 (sanity)", _in(d["lowest_price_pct"], 20, 1e9), "mechanism"),
+    ]
 
 
-def _rng(r) -> str:
-    return f"{r[0]:g} to {r[1]:g}" if isinstance(r, tuple) else f"{r:g}"
-
-
-def _mix(d: dict) -> str:
-    return ", ".join(f"{k} {v:.0f}%" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "no sales"
+def describe(folder) -> dict:
+    """The stylised facts of the dataset in ``folder`` and their checks (``facts["checks"]``)."""
+    tabs, meta = load_dataset(folder, _TABLES)
+    lo, hi, t_event, events = _windows(meta)
+    f = {"scenario": meta.get("scenario"), "seed": meta.get("seed"), "n_lps": meta.get("n_lps"),
+         "window": meta.get("window"), "normal_period": (lo, hi), "events": [e.get("name") for e in events],
+         "market_kind": meta.get("market_kind"), "options": meta.get("options", {})}
+    calm = _calm_facts(tabs, lo, hi)
+    crisis = _crisis_facts(tabs, t_event) if events else {}
+    data = _data_facts(tabs)
+    f.update(calm=calm, crisis=crisis, data=data)
+    f["checks"] = _data_checks(data) + (_calm_checks(calm) if calm["normal_years"] else []) + \
+        _crisis_checks(crisis, calm)
+    return f
 
 
 def describe_text(f: dict) -> str:
-    """Lines of text: each fact of :func:`describe` beside docs/model.md 2.10."""
-    opts = f.get("options", {})
-    on = [k for k in ("stale_nav", "bid_dispersion", "strategies", "fund_dispersion", "nav_vol") if opts.get(k)]
-    if opts.get("funds_per_vintage", 1) > 1:
-        on.append(f"funds_per_vintage={opts['funds_per_vintage']}")
-    lines = [f"dataset: scenario {f['scenario']}, seed {f['seed']}, {f['n_lps']:,} LPs, window "
-             f"{f['window'][0]:g}-{f['window'][1]:g}, {f['n_sales']:,} sales; realism: {', '.join(on) or 'off'}",
-             f"normal period: {f['normal_period']}", "",
-             f"{'fact':<44} {'dataset':>14}   public (docs/model.md 2.10)",
-             f"{'-' * 44} {'-' * 14}   {'-' * 30}"]
-
-    def row(name, val, pub):
-        lines.append(f"{name:<44} {val:>14}   {pub}")
-
-    P = PUBLIC
-    row("discount, NAV-weighted (% of reported NAV)", f"{f['discount_wavg_pct']:.1f}", _rng(P["discount_pct"]))
-    row("discount, mean over sales / sd", f"{f['discount_mean_pct']:.1f} / {f['discount_sd_pct']:.1f}",
-        "13.8 mean (Nadauld et al. 2019)")
-    row("discount, funds aged 4-9 years", _num(f['discount_4_9_pct']), "about 9")
-    lo, hi = f["quarterly_price_range"]
-    row("quarterly price range (% of NAV)", f"{lo:.1f}-{hi:.1f}", "85 to 95 (discount 5-15)")
-    row("turnover (% of NAV a year)", _num(f['turnover_pct'], ".2f"), _rng(P["turnover_pct"]))
-    row("second-half share of annual volume (%)", _num(f['h2_share_pct'], ".0f"), _rng(P["h2_share_pct"]))
-    row("seller mix by volume (all sales)", "", "")
-    lines.append(f"    {_mix(f['seller_mix_pct'])}")
-    if "trough_price_pct" in f:
-        crisis = CRISIS_PUBLIC.get(int(math.floor(f["shock_time"])), CRISIS_PUBLIC[None])
-        row(f"trough half-year price ({f['trough_half']})", f"{f['trough_price_pct']:.1f}", crisis["trough"])
-        if f.get("trough_quarter"):
-            q, p = f["trough_quarter"]
-            row(f"trough quarter price ({q})", f"{p:.1f}", "")
-        row("last pre-shock half-year price", f"{f['pre_shock_price_pct']:.1f}", crisis["pre"])
-        row("gap closed one half-year after the trough (%)", _num(f['gap_closed_6m_pct'], ".0f"), crisis["closed"])
-        y0, y1 = f["volume_change_years"]
-        row(f"annual volume change {y0} -> {y1} (%)", _num(f['volume_change_trough_pct'], "+.0f"), crisis["volume"])
-        lines.append(f"  seller mix in the trough half-year: {_mix(f['seller_mix_trough_pct'])}")
-        lines.append(f"  seller mix in {f['year_after']}: {_mix(f['seller_mix_year_after_pct'])}")
-        lines.append(f"  public: {P['sellers']}")
-    lines.append("")
-    lines.append("half-year NAV-weighted price (% of reported NAV):")
-    pub = {}
-    if "trough_price_pct" in f:  # the crisis prints only beside a dataset with shocks
-        pub = dict(COGENT_2008)
-        pub.update(COVID_2020)
-    for h, v in f["half_year_price_pct"].items():
-        lines.append(f"  {h}: {v:6.1f}" + (f"   public {pub[h]}" if h in pub else ""))
-    lines.append(f"finite market vs MFG price, mean |gap| over quarters: {f['mfg_gap_pct_points']:.2f} % points")
+    """The checks of :func:`describe` as lines of text (a miss as ``MISS``, with its number)."""
+    d = f["data"]
+    lo, hi = f["normal_period"]
+    lines = [f"dataset: scenario {f['scenario']} ({f['market_kind']} market), seed {f['seed']}, {f['n_lps']:,} LPs, "
+             f"window {f['window'][0]:g}-{f['window'][1]:g}, {d['n_deals']:,} deals, {d['n_withdrawn']:,} withdrawn "
+             f"sale processes, {d['funds_traded']} funds traded",
+             f"normal period: {lo:g}-{hi:g}" + (f" (first shock: {f['events'][0]})" if f["events"] else ""),
+             "", f"{'':6}{'fact':<58} {'dataset':>16}   public (docs/model.md 2.10/2.11)   basis",
+             f"{'':6}{'-' * 58} {'-' * 16}   {'-' * 34}   {'-' * 9}"]
+    for c in f["checks"]:
+        flag = "ok" if c.ok else ("n/a" if c.ok is None else "MISS")
+        lines.append(f"{flag:<6}{c.fact:<58} {c.shown:>16}   {c.public:<34}   {c.basis}")
+    n_miss = sum(1 for c in f["checks"] if c.ok is False)
+    lines += ["", f"{n_miss} of {sum(1 for c in f['checks'] if c.ok is not None)} checks missed"]
+    if f["crisis"]:
+        hy = f["crisis"]["half_year_price_pct"]
+        lines.append("half-year NAV-weighted price (% of reported NAV): " + ", ".join(
+            f"{h} {v:.1f}" + (f" (Cogent {COGENT_2008[h]:g})" if h in COGENT_2008 else "") for h, v in hy.items()
+            if not math.isnan(v) and abs(_half_index(h) / 2 - f["crisis"]["shock_year"]) <= 3))
+    mix = f["calm"].get("seller_mix_pct", {})
+    lines.append("sellers in the normal period: " + (", ".join(f"{k} {v:.0f}%" for k, v in sorted(
+        mix.items(), key=lambda kv: -kv[1])) or "no sales"))
     return "\n".join(lines)
+
+
+def stylised_figure(folder, path=None):
+    """One page of the dataset's stylised facts, saved atomically to ``path`` (default
+    ``FOLDER/stylised_facts.png``); returns the path."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import save_figure
+
+    tabs, meta = load_dataset(folder, ("quarterly_market", "halfyear_market", "halfyear_sellers", "deals"))
+    qm, hm, hs, tr = tabs["quarterly_market"], tabs["halfyear_market"], tabs["halfyear_sellers"], tabs["deals"]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8.5))
+    x = np.array([int(p[:4]) + (int(p[-1]) - 1) / 4 + 0.125 for p in qm["period"].astype(str)])
+    a = ax[0, 0]
+    a.fill_between(x, qm["bid_low_mean"], qm["bid_high_mean"], color="0.85", label="mean low to high bid")
+    a.plot(x, qm["price_wavg"], "k-", lw=1.2, label="deal price, NAV-weighted")
+    if meta.get("events") and int(float(meta["events"][0]["time"])) == 2008:
+        a.plot([_half_index(h) / 2 + 0.25 for h in COGENT_2008], list(COGENT_2008.values()), "rs", label="Cogent")
+    a.set(title="price (% of reported NAV)", xlabel="year")
+    a.legend(fontsize=8)
+    a = ax[0, 1]
+    xh = np.array([_half_index(p) / 2 for p in hm["period"].astype(str)])
+    a.bar(xh, hm["volume_nav"] / 1e3, width=0.45, align="edge", label="traded")
+    a.bar(xh, hm["withdrawn_nav"] / 1e3, width=0.45, align="edge", bottom=hm["volume_nav"] / 1e3, hatch="//",
+          color="none", edgecolor="0.4", label="withdrawn")
+    a.set(title="volume by half-year (reported NAV, $bn)", xlabel="year")
+    a.legend(fontsize=8)
+    a = ax[1, 0]
+    piv = hs.assign(period=hs["period"].astype(str), lp_type=hs["lp_type"].astype(str)).pivot_table(
+        index="period", columns="lp_type", values="volume_nav", aggfunc="sum", observed=True)
+    share = piv.div(piv.sum(axis=1), axis=0).fillna(0.0) * 100
+    bottom = np.zeros(len(share))
+    xs = [_half_index(p) / 2 for p in share.index]
+    for c in share.columns:
+        a.bar(xs, share[c], width=0.45, align="edge", bottom=bottom, label=c)
+        bottom += share[c].to_numpy()
+    a.set(title="seller mix (% of volume)", xlabel="year", ylim=(0, 100))
+    a.legend(fontsize=8)
+    a = ax[1, 1]
+    a.hist(tr["discount_pct"], bins=60, color="0.4")
+    a.set(title=f"discount distribution over {len(tr):,} deals (% of reported NAV)", xlabel="discount (%)")
+    fig.suptitle(f"{meta.get('scenario')}: {meta.get('n_lps'):,} LPs, seed {meta.get('seed')}")
+    fig.tight_layout()
+    path = Path(folder) / "stylised_facts.png" if path is None else Path(path)
+    save_figure(path, fig)
+    plt.close(fig)
+    return path

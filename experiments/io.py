@@ -60,6 +60,8 @@ __all__ = [
     "write_csv",
     "save_figure",
     "remove_stale_temporaries",
+    "OutputFolder",
+    "writable_folder_problem",
     "folder_lock",
     "locks_folder",
     "FolderBusy",
@@ -82,6 +84,50 @@ class FolderBusy(click.ClickException, RuntimeError):
     """
 
     exit_code = 75
+
+
+class OutputFolder(click.Path):
+    """A ``--out`` folder, checked for writability when the command line is parsed, before any work.
+
+    An existing folder gets a probe file written and removed; a missing one is not created (a
+    refused scenario leaves nothing behind): its nearest existing ancestor must be a folder we
+    may write in.  A folder that cannot be written is refused with one line naming it and the
+    reason (exit code 2)."""
+
+    name = "folder"
+
+    def __init__(self):
+        super().__init__(file_okay=False, dir_okay=True, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        path = Path(super().convert(value, param, ctx))
+        reason = writable_folder_problem(path)
+        if reason:
+            self.fail(f"{path}: cannot write there ({reason})", param, ctx)
+        return path
+
+
+def writable_folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as an output folder (``None`` if it can), without creating it."""
+    path = Path(path).absolute()
+    if path.exists():
+        if not path.is_dir():
+            return "not a folder"
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".gelav-probe.", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"no permission to create folders in {ancestor}"
+    return None
 
 
 class LockWaitInvalid(click.ClickException, ValueError):

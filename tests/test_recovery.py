@@ -135,7 +135,7 @@ def test_rerun_after_a_killed_dataset_run_leaves_no_temporary_files(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     debris = hidden(out)
-    assert LOCK_NAME in debris and sum(".gtmp-" in n for n in debris) == 4  # the three tables and dataset.json
+    assert LOCK_NAME in debris and sum(n.startswith(".gelav-staging-") for n in debris) == 1  # the staging folder
     ds = generate("crisis_2008", 500, 1, out)
     assert hidden(out) == []
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ds.files.values())

@@ -52,6 +52,16 @@ steps.  Status codes: :data:`PENDING` (before entry), :data:`ACTIVE`, :data:`SOL
 5. entries and maturities at ``t_{n+1}``, then shock events at ``t_{n+1}``: ``L += delta``
    for the active LPs of the populations hit, ``K^{n+1} -> (1 - psi) K^{n+1}``.
 
+LPs of unequal size and quality (``nav_weights=``, ``quality=``; docs/model.md 2.8).  LP ``i``
+may carry its own NAV weight ``(w_k / n_k) nu_i`` (``nu`` rescaled to mean 1 over the population:
+the population's NAV stays ``w_k``) and a quality ``theta_i`` (rescaled to NAV-weighted mean 1 over
+the population) that multiplies its deal price and its stake's value to its holder alike, so its
+reservation price in units of ``P`` is unchanged.  The mean field is NAV-weighted; the auction's
+supply and the buyers' spend are in value (an offer supplies ``(w_k / n_k) nu_i theta_i / dt``, a sale
+costs ``P A dfac theta_i (w_k / n_k) nu_i``); in the impact market the exit fraction is
+``sum_sold nu_i theta_i / n_k``.  Without them (the default) the kernels run the equal market's
+arithmetic, and with all weights 1 they give its paths bit for bit.
+
 How this matches the MFG's timing.  In the MFG the decision of step ``n`` uses the
 equilibrium price ``P^n``, which includes step ``n``'s flow: ``P^n`` is an equilibrium
 object that LPs anticipate.  With a given policy the finite market needs no fixed point:
@@ -145,6 +155,7 @@ __all__ = [
     "auction_generator",
     "initial_price",
     "callable_q",
+    "agent_weights",
 ]
 
 TRANSITIONS = ("exact", "two-point")
@@ -239,6 +250,8 @@ class MarketSetup:
     block_size: int
     seed_entropy: object
     seed: np.random.SeedSequence
+    nav_weight: np.ndarray | None = None  # (n_agents,) NAV weight relative to per_w (mean 1 per population), or None
+    quality: np.ndarray | None = None  # (n_agents,) deal-price multiplier (NAV-weighted mean 1 per population), or None
 
     # the discretisation's arrays under the names the market uses
     model = property(lambda self: self.disc.model)
@@ -289,7 +302,23 @@ class MarketSetup:
                           d.life_factor, d.pbar, d.Kbar, self.shift, self.cut)
 
     def constants(self) -> Constants:
-        return Constants(self.dt, self.exact, self.clearing is not None)
+        return Constants(self.dt, self.exact, self.clearing is not None, self.weighted)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the LPs carry their own NAV weights or qualities (:func:`agent_weights`)."""
+        return self.nav_weight is not None
+
+    def agent_nav(self) -> np.ndarray:
+        """(n_agents,) each LP's NAV weight: ``per_w[k] * nav_weight[i]`` (``per_w[k]`` without weights)."""
+        w = self.per_w[self.pop]
+        return w * self.nav_weight if self.weighted else w
+
+    def layout(self) -> Layout:
+        """The kernels' :class:`~abm.lp_market.kernels.Layout` (1-element dummies without weights)."""
+        if not self.weighted:
+            return Layout(self.pop_starts, self.starts, np.ones(1), np.ones(1))
+        return Layout(self.pop_starts, self.starts, self.nav_weight, self.nav_weight * self.quality)
 
     def initial_clocks(self, gens: list[np.random.Generator]) -> np.ndarray:
         """The sale-process clocks ``Exp(1)`` of the clearing market (drawn after the initial ``L``)."""
@@ -298,6 +327,35 @@ class MarketSetup:
             lo, hi = self.starts[b], self.starts[b + 1]
             clock[lo:hi] = g.standard_exponential(hi - lo)
         return clock
+
+
+def agent_weights(n_per_pop: np.ndarray, nav_weights=None, quality=None):
+    """Per-agent NAV weights and qualities, normalised: ``(nav_weight, quality)`` or ``(None, None)``.
+
+    ``nav_weights`` (relative NAV weights, e.g. commitment sizes) are rescaled to mean 1 over each
+    population, so LP ``i`` of population ``k`` carries NAV ``w_k nav_weight_i / n_k`` and the
+    population's NAV is ``w_k`` exactly as in the MFG.  ``quality`` (a multiplier of the LP's deal price
+    and of its value to its holder, docs/model.md 2.8) is rescaled to NAV-weighted mean 1 over each
+    population, so the value a population offers is, in expectation, its NAV.  Both positive and finite;
+    either may be ``None`` (ones).  Both ``None``: the market of equal LPs (``(None, None)``).
+    """
+    if nav_weights is None and quality is None:
+        return None, None
+    n = int(np.sum(n_per_pop))
+    out = []
+    for name, a in (("nav_weights", nav_weights), ("quality", quality)):
+        a = np.ones(n) if a is None else np.array(a, dtype=np.float64)
+        if a.shape != (n,) or not np.all(np.isfinite(a)) or np.any(a <= 0.0):
+            raise ValueError(f"{name} must be {n} positive finite numbers (one per LP), got shape {a.shape}")
+        out.append(a)
+    nu, q = out
+    starts = np.concatenate([[0], np.cumsum(n_per_pop)]).astype(np.int64)
+    for k in range(len(n_per_pop)):
+        lo, hi = starts[k], starts[k + 1]
+        if hi > lo:
+            nu[lo:hi] *= (hi - lo) / float(np.sum(nu[lo:hi]))
+            q[lo:hi] *= float(np.sum(nu[lo:hi])) / float(np.sum(nu[lo:hi] * q[lo:hi]))
+    return nu, q
 
 
 def _check_int(v, name, lo):
@@ -388,7 +446,8 @@ def _temperature(temperature, solver, res) -> float:
 
 def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | None = None,
             inputs: MarketInputs | None = None, events=(), block_size: int = BLOCK_SIZE,
-            transition: str = "exact", temperature: float | None = None) -> MarketSetup:
+            transition: str = "exact", temperature: float | None = None, nav_weights=None,
+            quality=None) -> MarketSetup:
     """Validate the inputs and build the :class:`MarketSetup` (see :func:`simulate`)."""
     grid = solver = None
     scenario_events: tuple = ()
@@ -435,6 +494,7 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
         per_w = np.where(n_per_pop > 0, disc.weights / np.maximum(n_per_pop, 1), 0.0)
     pops = model.populations
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    nav_weight, agent_quality = agent_weights(n_per_pop, nav_weights, quality)
     return MarketSetup(
         disc=disc, n_per_pop=n_per_pop, per_w=per_w, pop=np.repeat(np.arange(n_pop, dtype=np.int64), n_per_pop),
         pop_starts=np.concatenate([[0], np.cumsum(n_per_pop)]).astype(np.int64),
@@ -447,7 +507,7 @@ def prepare(model, policy=None, n_agents: int = 1000, seed=None, *, dt: float | 
         clearing=(_clearing_tables(disc, _temperature(temperature, solver, res)) if model.market.kind == "clearing"
                   else None),
         policy=bound, exact=transition == "exact", transition=transition,
-        block_size=block_size, seed_entropy=root.entropy, seed=root,
+        block_size=block_size, seed_entropy=root.entropy, seed=root, nav_weight=nav_weight, quality=agent_quality,
     )
 
 
@@ -502,21 +562,25 @@ class MarketState:
             exits=np.zeros((R, n_pop, n_t), np.int64), active_count=np.zeros((R, n_pop, n_t), np.int64),
             mean_liquidity=np.empty((R, n_t)),
         )
+        wshape = (R * nb, n_pop) if su.weighted else (1, 1)
         self.work = Work(self.s_hat, self.K, np.zeros((R, n_pop)), np.zeros((R * nb, n_pop)),
-                         np.zeros((R * nb, n_pop), np.int64), np.zeros((R * nb, n_pop), np.int64))
+                         np.zeros((R * nb, n_pop), np.int64), np.zeros((R * nb, n_pop), np.int64), np.zeros(wshape),
+                         np.zeros(wshape), np.zeros(R, np.int64), np.zeros(R, np.int64))
         self.gens = List(gens)
         self.clock = clock
         self.q_given = np.zeros((R, n)) if su.policy.kind in (GIVEN, GIVEN_RESERVATION) else np.zeros((1, 1))
         cap = int(np.max(np.diff(su.starts))) if su.clearing is not None else 1
         items = R * nb if su.clearing is not None else 1
         offers = Offers(np.empty((items, cap)), np.empty((items, cap)), np.empty((items, cap)),
-                        np.empty((items, cap), np.int64), np.empty((items, cap), np.int64), np.zeros(items, np.int64))
+                        np.empty((items, cap), np.int64), np.empty((items, cap), np.int64), np.zeros(items, np.int64),
+                        np.empty((items, cap)), np.empty((items, cap)))
         m = n if su.clearing is not None else 1
         scratch = AuctionScratch(np.empty(m), np.empty(m), np.empty(m), np.empty(m, np.int64), np.empty(m, np.int64),
-                                 np.empty(m, np.int64))
+                                 np.empty(m, np.int64), np.empty(m), np.empty(m))
+        self.scratch = scratch
         impact = su.impact if su.impact is not None else ImpactParams(0.0, 1.0, 0.0, 1e-9)
         clearing = su.clearing if su.clearing is not None else _NO_CLEARING
-        self._args = (Layout(su.pop_starts, su.starts), su.tables(), su.constants(), impact, clearing,
+        self._args = (su.layout(), su.tables(), su.constants(), impact, clearing,
                       su.policy.arrays(), self.work, offers, Paths(**self.out),
                       Snapshots(self.snap_index, self.snap_L, self.snap_status), scratch)
 
@@ -528,6 +592,23 @@ class MarketState:
         """
         run_steps(n0, n1, self.su.n_steps, self.L, self.status, self.gens, self.q_given, self.clock, *self._args)
         self._check(n0, n1)
+
+    def step_offers(self) -> dict[str, np.ndarray]:
+        """The offers of the last step run (clearing market, one replication), in agent order: ``agent``,
+        ``pop``, reservation price ``r`` (units of ``P``), deal-price multiplier ``a = A dfac(L)``, value weight
+        ``v`` (``nav_weight x quality``; 1 without weights), liquidity ``x`` at the offer, and ``sold``."""
+        if self.su.clearing is None or self.L.shape[0] != 1:
+            raise ValueError("step_offers needs the clearing market and one replication")
+        sc, w = self.scratch, self.work
+        m, k = int(w.n_off[0]), int(w.n_fill[0])
+        order = sc.order[:m]
+        sold = np.zeros(m, dtype=bool)
+        sold[:k] = True
+        agent = sc.agent[order]
+        srt = np.argsort(agent, kind="stable")
+        out = {"agent": agent[srt], "pop": sc.pop[order][srt], "r": sc.r[order][srt], "a": sc.a[order][srt],
+               "v": sc.v[order][srt], "x": sc.x[order][srt], "sold": sold[srt]}
+        return out
 
     def _check(self, n0: int, n1: int) -> None:
         o, su = self.out, self.su
@@ -568,7 +649,7 @@ def _snapshots(snapshot_times, su: MarketSetup, R: int):
 def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=None, *, dt: float | None = None,
              inputs: MarketInputs | None = None, events=(), snapshot_times=None, block_size: int = BLOCK_SIZE,
              transition: str = "exact", threads: int | None = None,
-             temperature: float | None = None) -> MarketSimulation:
+             temperature: float | None = None, nav_weights=None, quality=None) -> MarketSimulation:
     """Run ``n_reps`` independent finite-N LP markets (docs/model.md 2.8; the module docstring has the step).
 
     Parameters
@@ -599,13 +680,18 @@ def simulate(model, policy=None, n_agents: int = 1000, n_reps: int = 1, seed=Non
         result does not depend on it.
     temperature : the logit temperature of the reservation prices in the clearing market
         (default: the MFG policy's, else the Scenario's solver's).
+    nav_weights, quality : per-LP NAV weights (relative, e.g. commitment sizes) and deal-price
+        multipliers (fund quality), ``(n_agents,)`` in storage order (population order); normalised by
+        :func:`agent_weights`.  ``None`` (default): equal LPs, the market of docs/model.md 2.8 as before.
     """
     t0 = time.perf_counter()
     n_reps = _check_int(n_reps, "n_reps", 1)
     su = prepare(model, policy, n_agents, seed, dt=dt, inputs=inputs, events=events, block_size=block_size,
-                 transition=transition, temperature=temperature)
+                 transition=transition, temperature=temperature, nav_weights=nav_weights, quality=quality)
     n_snap = 0 if snapshot_times is None else np.atleast_1d(snapshot_times).size
-    check_memory(8.0 * n_reps * su.n_agents * (2.2 + (1 if su.policy.kind == GIVEN else 0) + 1.2 * n_snap),
+    per_agent = 8.0 * n_reps * (2.2 + (1 if su.policy.kind == GIVEN else 0) + 1.2 * n_snap) \
+        + (120.0 if su.clearing is not None else 0.0) + (16.0 if su.weighted else 0.0)  # offers, auction, weights
+    check_memory(per_agent * su.n_agents,
                  f"a finite-N market of {n_reps} x {su.n_agents} LPs"
                  + (f" with {n_snap} snapshots" if n_snap else ""),
                  "fewer agents, replications or snapshots per call (run replications in batches)")
@@ -646,7 +732,7 @@ def callable_q(su: MarketSetup, bp: BoundPolicy, n: int, r: int, L_row, status_r
     """Exit probabilities of one replication's LPs at step ``n`` from a callable policy (0 for non-deciders)."""
     q = np.zeros(L_row.shape[0])
     act = status_row == ACTIVE
-    w = su.per_w[su.pop]
+    w = su.agent_nav()
     den = float(np.sum(w[act]))
     M = float(np.sum(w[act] * L_row[act]) / den) if den > 0 else math.nan
     for k, name in enumerate(su.names):

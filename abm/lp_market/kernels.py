@@ -27,6 +27,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from mfg.lp_exit.clearing import BRANCH_IDLE
 from mfg.lp_exit.market import market_step
 from mfg.semi_lagrangian import interp_at
 
@@ -42,7 +43,11 @@ PENDING, ACTIVE, SOLD, MATURED = 0, 1, 2, 3
 #: callable); reservation values (the MFG's continuation values on the grid, a callable's).
 NONE, TABLE, THRESHOLD, GIVEN, RESERVATION, GIVEN_RESERVATION = 0, 1, 2, 3, 4, 5
 
-Layout = namedtuple("Layout", ["pop_starts", "block_starts"])
+Layout = namedtuple("Layout", ["pop_starts", "block_starts", "nav_w", "value_w"])
+Layout.__doc__ = """Agents by population (``pop_starts``) and blocks (``block_starts``); with per-agent weights
+(``Constants.weighted``) ``nav_w[i]`` is LP ``i``'s NAV weight relative to its population's ``per_w`` (mean 1 over
+the population) and ``value_w[i] = nav_w[i] * quality[i]`` its weight in value (the auction's supply and the
+buyers' spend); unweighted markets carry 1-element dummies."""
 StepTables = namedtuple("StepTables", [
     "n_first", "n_last", "matures",  # (n_pop,) entry and maturity steps
     "weights", "per_w", "n_per_pop",  # NAV weights, weight of one LP, LPs per population
@@ -51,20 +56,26 @@ StepTables = namedtuple("StepTables", [
     "life", "pbar", "Kbar",  # (n_pop, n_t) remaining-life factor, (n_t,) calm price and target capital
     "shift", "cut",  # (n_pop, n_t) liquidity shifts at t_n, (n_t + 1,) capital cuts at t_n
 ])
-Constants = namedtuple("Constants", ["dt", "exact", "clearing"])
+Constants = namedtuple("Constants", ["dt", "exact", "clearing", "weighted"])
 ClearingTables = namedtuple("ClearingTables", [
     "hazard",  # (n_pop, n_t) a_max(t_n) dt: the sale-process clock runs down by this each step
     "phi", "delta", "ell",  # (n_pop,) transaction cost, distress discount and its level
     "eps",  # logit temperature of the reservation prices (NAV units)
     "tau_d", "gamma", "P_cap", "theta_K",  # the demand of the clearing market
 ])
-Offers = namedtuple("Offers", ["r", "w", "a", "agent", "pop", "count"])
+Offers = namedtuple("Offers", ["r", "w", "a", "agent", "pop", "count", "v", "x"])
 Offers.__doc__ = """Offers of a step per work item, ``(n_items, block capacity)``: reservation price ``r`` (units
-of ``P``), NAV a year ``w``, deal-price multiplier ``a = A dfac(L)``, agent and population index;
-``count`` ``(n_items,)`` offers made."""
-AuctionScratch = namedtuple("AuctionScratch", ["r", "w", "a", "agent", "pop", "order"])
+of ``P``), supply a year ``w`` (NAV, or value with per-agent weights), deal-price multiplier ``a = A dfac(L)``,
+agent and population index; ``count`` ``(n_items,)`` offers made; ``v`` the value weight ``nav_w quality``
+(1 without per-agent weights) and ``x`` the offering LP's liquidity."""
+AuctionScratch = namedtuple("AuctionScratch", ["r", "w", "a", "agent", "pop", "order", "v", "x"])
 PolicyArrays = namedtuple("PolicyArrays", ["kind", "table", "lower", "dx", "threshold", "prob"])
-Work = namedtuple("Work", ["s_hat", "K", "cst", "sumL", "cnt", "ex"])
+Work = namedtuple("Work", ["s_hat", "K", "cst", "sumL", "cnt", "ex", "wcnt", "exv", "n_off", "n_fill"])
+Work.__doc__ = """Per replication: ``s_hat``, ``K``, the drift constants ``cst``; per item and population: the sums
+of ``L`` (NAV-weighted with per-agent weights), active counts, exits, the weighted active count ``wcnt`` and the
+value of the exits ``exv`` (per-agent weights only); per replication the last step's offers ``n_off`` and the
+offers filled ``n_fill`` (clearing market: ``AuctionScratch`` holds the last replication's offers, sorted by
+reservation, the first ``n_fill`` sold)."""
 Paths = namedtuple("Paths", ["price", "vintage_price", "buyer_capital", "sell_pressure", "sell_flow", "withdrawn",
                              "exits", "active_count", "mean_liquidity"])
 Snapshots = namedtuple("Snapshots", ["index", "L", "status"])
@@ -81,7 +92,7 @@ def _exit_probability(policy, q_given, k, n, r, i, x, row, th, pr):
 
 
 @njit(cache=True)
-def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, policy, work, snaps):
+def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, consts, policy, work, snaps):
     """Mean-field sums and decisions for the agents ``lo..hi-1`` of replication ``r`` (work item ``it``).
 
     Agents are stored by population (``pop_starts[k]..pop_starts[k+1]-1`` is population
@@ -95,10 +106,14 @@ def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, pol
         for i in range(lo, hi):
             snaps.L[r, snap_j, i] = Lr[i]
             snaps.status[r, snap_j, i] = st[i]
+    weighted = consts.weighted
     for k in range(work.sumL.shape[1]):
         work.sumL[it, k] = 0.0
         work.cnt[it, k] = 0
         work.ex[it, k] = 0
+        if weighted:
+            work.wcnt[it, k] = 0.0
+            work.exv[it, k] = 0.0
         a = max(lo, ps[k])
         z = min(hi, ps[k + 1])
         if a >= z or n < tables.n_first[k] or (tables.matures[k] and n >= tables.n_last[k]):
@@ -107,6 +122,8 @@ def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, pol
         s = 0.0
         c = 0
         e = 0
+        wc = 0.0
+        ev = 0.0
         row = policy.table[k, n] if policy.kind == TABLE else policy.table[0, 0]
         th = policy.threshold[k, n] if policy.kind == THRESHOLD or policy.kind == TABLE else 0.0
         pr = policy.prob[k, n] if policy.kind == THRESHOLD else 0.0
@@ -114,7 +131,11 @@ def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, pol
             if st[i] != ACTIVE:
                 continue
             x = Lr[i]
-            s += x
+            if weighted:
+                s += layout.nav_w[i] * x
+                wc += layout.nav_w[i]
+            else:
+                s += x
             c += 1
             if decide:
                 q = _exit_probability(policy, q_given, k, n, r, i, x, row, th, pr)
@@ -122,9 +143,14 @@ def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, pol
                     if gen.random() < q:
                         st[i] = SOLD
                         e += 1
+                        if weighted:
+                            ev += layout.value_w[i]
         work.sumL[it, k] = s
         work.cnt[it, k] = c
         work.ex[it, k] = e
+        if weighted:
+            work.wcnt[it, k] = wc
+            work.exv[it, k] = ev
 
 
 @njit(cache=True)
@@ -170,10 +196,13 @@ def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, table
             snaps.L[r, snap_j, i] = Lr[i]
             snaps.status[r, snap_j, i] = st[i]
     cnt = 0
+    weighted = consts.weighted
     for k in range(work.sumL.shape[1]):
         work.sumL[it, k] = 0.0
         work.cnt[it, k] = 0
         work.ex[it, k] = 0
+        if weighted:
+            work.wcnt[it, k] = 0.0
         a = max(lo, ps[k])
         z = min(hi, ps[k + 1])
         if a >= z or n < tables.n_first[k] or (tables.matures[k] and n >= tables.n_last[k]):
@@ -185,11 +214,16 @@ def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, table
         pr = policy.prob[k, n] if policy.kind == THRESHOLD else 0.0
         s = 0.0
         c = 0
+        wc = 0.0
         for i in range(a, z):
             if st[i] != ACTIVE:
                 continue
             x = Lr[i]
-            s += x
+            if weighted:
+                s += layout.nav_w[i] * x
+                wc += layout.nav_w[i]
+            else:
+                s += x
             c += 1
             if not decide:
                 continue
@@ -199,14 +233,19 @@ def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, table
                 q = _exit_probability(policy, q_given, k, n, r, i, x, row, th, pr)
                 res = 0.0 if q > 0.0 and gen.random() < q else np.inf
             if res <= ct.P_cap:
+                v = layout.value_w[i] if weighted else 1.0
                 offers.r[it, cnt] = res
-                offers.w[it, cnt] = tables.per_w[k] / consts.dt
+                offers.w[it, cnt] = tables.per_w[k] * v / consts.dt if weighted else tables.per_w[k] / consts.dt
                 offers.a[it, cnt] = life * max(1.0 - ct.delta[k] * max(ct.ell[k] - x, 0.0), 0.0)
                 offers.agent[it, cnt] = i
                 offers.pop[it, cnt] = k
+                offers.v[it, cnt] = v
+                offers.x[it, cnt] = x
                 cnt += 1
         work.sumL[it, k] = s
         work.cnt[it, k] = c
+        if weighted:
+            work.wcnt[it, k] = wc
     offers.count[it] = cnt
 
 
@@ -266,16 +305,25 @@ def _market(n, n_steps, tables, consts, impact, work, paths, e_mass, a_n, pi):
             s = 0.0
             c = 0
             e = 0
+            wc = 0.0
+            ev = 0.0
             for b in range(n_blocks):
                 j = r * n_blocks + b
                 s += work.sumL[j, k]
                 c += work.cnt[j, k]
                 e += work.ex[j, k]
+                if consts.weighted:
+                    wc += work.wcnt[j, k]
+                    ev += work.exv[j, k]
             paths.active_count[r, k, n] = c
             paths.exits[r, k, n] = e
             num += tables.per_w[k] * s
-            den += tables.per_w[k] * c
-            e_mass[k] = e / tables.n_per_pop[k] if tables.n_per_pop[k] > 0 else 0.0
+            if consts.weighted:  # NAV-weighted mean field; exits in value (nav_w x quality)
+                den += tables.per_w[k] * wc
+                e_mass[k] = ev / tables.n_per_pop[k] if tables.n_per_pop[k] > 0 else 0.0
+            else:
+                den += tables.per_w[k] * c
+                e_mass[k] = e / tables.n_per_pop[k] if tables.n_per_pop[k] > 0 else 0.0
             a_n[k] = tables.life[k, n]
         M = num / den if den > 0.0 else np.nan
         S, sh, P, Kn = market_step(work.s_hat[r], work.K[r], e_mass, tables.weights, a_n, tables.pbar[n],
@@ -315,10 +363,15 @@ def _clear(n, n_steps, status, gens, tables, consts, ct, work, offers, paths, sc
                 scratch.a[m] = offers.a[it, j]
                 scratch.agent[m] = offers.agent[it, j]
                 scratch.pop[m] = offers.pop[it, j]
+                scratch.v[m] = offers.v[it, j]
+                scratch.x[m] = offers.x[it, j]
                 m += 1
         K = work.K[r]
         P, n_sold, vol, branch, fill = uniform_price_auction(scratch.r, scratch.w, m, K, pbar, consts.dt, ct,
                                                              scratch.order)
+        if branch == BRANCH_IDLE:  # no capital (or no offer): nothing sorted, nothing sold
+            for j in range(m):
+                scratch.order[j] = j
         spend = 0.0
         for k in range(n_pop):
             paths.exits[r, k, n] = 0
@@ -327,11 +380,15 @@ def _clear(n, n_steps, status, gens, tables, consts, ct, work, offers, paths, sc
             status[r, scratch.agent[o]] = SOLD
             k = scratch.pop[o]
             paths.exits[r, k, n] += 1
-            spend += P * scratch.a[o] * tables.per_w[k]
+            if consts.weighted:
+                spend += P * scratch.a[o] * tables.per_w[k] * scratch.v[o]
+            else:
+                spend += P * scratch.a[o] * tables.per_w[k]
         if fill > 0.0:  # the marginal offer: a lottery with the replication's own generator, within the budget
             o = scratch.order[n_sold]
             k = scratch.pop[o]
-            cost = P * scratch.a[o] * tables.per_w[k]
+            cost = P * scratch.a[o] * tables.per_w[k] * scratch.v[o] if consts.weighted else \
+                P * scratch.a[o] * tables.per_w[k]
             if gens[n_reps * n_blocks + r].random() < fill and spend + cost <= K:
                 status[r, scratch.agent[o]] = SOLD
                 paths.exits[r, k, n] += 1
@@ -343,7 +400,9 @@ def _clear(n, n_steps, status, gens, tables, consts, ct, work, offers, paths, sc
             for j in range(n_sold, m):
                 if scratch.r[scratch.order[j]] <= pbar:
                     withdrawn += scratch.w[scratch.order[j]]
-        M = _sums(n, r, n_blocks, tables, work, paths)
+        work.n_off[r] = m
+        work.n_fill[r] = n_sold
+        M = _sums(n, r, n_blocks, tables, consts, work, paths)
         paths.price[r, n] = P
         paths.buyer_capital[r, n] = K
         paths.sell_pressure[r, n] = np.nan
@@ -359,20 +418,23 @@ def _clear(n, n_steps, status, gens, tables, consts, ct, work, offers, paths, sc
 
 
 @njit(cache=True)
-def _sums(n, r, n_blocks, tables, work, paths):
+def _sums(n, r, n_blocks, tables, consts, work, paths):
     """Active counts of replication ``r`` into ``paths`` and the NAV-weighted mean liquidity (NaN if nobody)."""
     num = 0.0
     den = 0.0
     for k in range(tables.weights.shape[0]):
         s = 0.0
         c = 0
+        wc = 0.0
         for b in range(n_blocks):
             j = r * n_blocks + b
             s += work.sumL[j, k]
             c += work.cnt[j, k]
+            if consts.weighted:
+                wc += work.wcnt[j, k]
         paths.active_count[r, k, n] = c
         num += tables.per_w[k] * s
-        den += tables.per_w[k] * c
+        den += tables.per_w[k] * (wc if consts.weighted else c)
     return num / den if den > 0.0 else np.nan
 
 
@@ -411,8 +473,8 @@ def run_steps(n0, n1, n_steps, L, status, gens, q_given, clock, layout, tables, 
                 j = np.intp(it)
                 r = j // n_blocks
                 b = j - r * n_blocks
-                _decide_block(n, r, starts[b], starts[b + 1], j, gens[j], L, status, q_given, layout, tables, policy,
-                              work, snaps)
+                _decide_block(n, r, starts[b], starts[b + 1], j, gens[j], L, status, q_given, layout, tables, consts,
+                              policy, work, snaps)
             _market(n, n_steps, tables, consts, impact, work, paths, e_mass, a_n, pi)
         if n < n_steps:
             for it in prange(n_items):

@@ -47,6 +47,11 @@ it shares with its block, so a random activation order would hand them out diffe
 engine; and no agent may sell before every offer is in (the auction needs them all), hence the
 ``step``/market/``advance`` split.
 
+LPs of unequal size and quality (``nav_weights=``, ``quality=``, as in the engine): each agent carries
+``nav_weight`` and ``quality`` (1 by default); the mean field is NAV-weighted, offers supply and sales
+cost value (``nav_weight x quality``), summed in the engine's nesting, so the paths are the engine's bit
+for bit with them too.
+
 Customise by subclassing :class:`LPAgent` (override :meth:`~LPAgent.exit_probability`,
 :meth:`~LPAgent.reservation_value`, :meth:`~LPAgent.decide`, :meth:`~LPAgent.offer` or
 :meth:`~LPAgent.step`) and passing ``agent_class=``.  The engine is for scale; this model is for
@@ -187,6 +192,13 @@ class LPAgent(mesa.Agent):
         self.clock = math.inf  # clearing market: set by the model
         self.ask = math.inf
         self.q_given = 0.0
+        self.nav_weight = 1.0  # NAV weight relative to the population's per-LP weight (set by the model)
+        self.quality = 1.0  # deal-price multiplier (set by the model)
+
+    @property
+    def value_weight(self) -> float:
+        """``nav_weight x quality``: the LP's weight in the auction's supply and the buyers' spend."""
+        return self.nav_weight * self.quality
 
     @property
     def active(self) -> bool:
@@ -335,7 +347,8 @@ class LPMarketModel(mesa.Model):
 
     def __init__(self, scenario="calm", policy=MFG, n_agents: int = 200, seed=None, *, replication: int = 0,
                  dt=None, inputs=None, events=(), block_size: int = BLOCK_SIZE, transition: str = "exact",
-                 temperature: float | None = None, agent_class: type[LPAgent] = LPAgent, model=None):
+                 temperature: float | None = None, agent_class: type[LPAgent] = LPAgent, model=None,
+                 nav_weights=None, quality=None):
         if model is not None:  # the argument's first name
             if not (isinstance(scenario, str) and scenario == "calm"):
                 raise TypeError("pass the scenario once: scenario= (model= is its former name)")
@@ -352,7 +365,7 @@ class LPMarketModel(mesa.Model):
         if not (isinstance(agent_class, type) and issubclass(agent_class, LPAgent)):
             raise TypeError("agent_class must be a subclass of LPAgent")
         su = prepare(sc, policy, n_agents, seed, dt=dt, inputs=inputs, events=events, block_size=block_size,
-                     transition=transition, temperature=temperature)
+                     transition=transition, temperature=temperature, nav_weights=nav_weights, quality=quality)
         rep_seed = replication_seed(su.seed, replication)
         super().__init__(seed=int(rep_seed.generate_state(1)[0]))  # Mesa's own rng (not used by the market)
         self.setup = su
@@ -372,6 +385,9 @@ class LPMarketModel(mesa.Model):
             for i in range(su.starts[b], su.starts[b + 1]):
                 a = agent_class(self, su.pop[i], L0[i], st0[i], i, g)
                 a.block = b
+                if su.weighted:
+                    a.nav_weight = float(su.nav_weight[i])
+                    a.quality = float(su.quality[i])
                 if self.clearing:
                     a.clock = float(clock0[i])
                 lps.append(a)
@@ -421,24 +437,31 @@ class LPMarketModel(mesa.Model):
         n_pop, nb = len(su.names), su.n_blocks
         on = [n >= su.n_first[k] and not (su.matures[k] and n >= su.n_last[k]) for k in range(n_pop)]
         sums = np.zeros((nb, n_pop))
+        wsums = np.zeros((nb, n_pop))
         counts = np.zeros((nb, n_pop), dtype=np.int64)
         active = []
         for a in self.lps:
             k = a.population
             if a.status != ACTIVE or not on[k]:
                 continue
-            sums[a.block, k] += a.liquidity
+            if su.weighted:  # NAV-weighted, summed as the engine does
+                sums[a.block, k] += a.nav_weight * a.liquidity
+                wsums[a.block, k] += a.nav_weight
+            else:
+                sums[a.block, k] += a.liquidity
             counts[a.block, k] += 1
             active.append(a)
         num = den = 0.0
         for k in range(n_pop):
             s = 0.0
+            wc = 0.0
             for b in range(nb):
                 s += sums[b, k]
+                wc += wsums[b, k]
             c = int(counts[:, k].sum())
             self.active_count[k] = c
             num += su.per_w[k] * s
-            den += su.per_w[k] * c
+            den += su.per_w[k] * (wc if su.weighted else c)
         return (num / den if den > 0.0 else math.nan), float(den), active
 
     def step(self) -> None:
@@ -467,11 +490,18 @@ class LPMarketModel(mesa.Model):
             P = self._clear(n, active)
         else:
             self.exits[:] = 0
+            value = np.zeros((su.n_blocks, n_pop))  # exits in value (weighted markets), summed as the engine does
             for a in active:
                 if a.status == SOLD:
                     self.exits[a.population] += 1
-            e_mass = np.array([self.exits[k] / su.n_per_pop[k] if su.n_per_pop[k] > 0 else 0.0
-                               for k in range(n_pop)])
+                    value[a.block, a.population] += a.value_weight
+            sold = []
+            for k in range(n_pop):
+                ev = 0.0
+                for b in range(su.n_blocks):
+                    ev += value[b, k]
+                sold.append(ev if su.weighted else self.exits[k])
+            e_mass = np.array([sold[k] / su.n_per_pop[k] if su.n_per_pop[k] > 0 else 0.0 for k in range(n_pop)])
             pi = np.empty(n_pop)
             S, sh, P, K_next = market_step(self.s_hat, self.K, e_mass, su.weights,
                                            np.ascontiguousarray(su.life[:, n]), su.pbar[n], su.Kbar[n], su.dt,
@@ -516,7 +546,11 @@ class LPMarketModel(mesa.Model):
         offering = [a for a in active if a.ask <= ct.P_cap]
         m = len(offering)
         r = np.array([a.ask for a in offering], dtype=float)
-        w = np.array([su.per_w[a.population] / su.dt for a in offering], dtype=float)
+        if su.weighted:
+            w = np.array([su.per_w[a.population] * a.value_weight / su.dt for a in offering], dtype=float)
+        else:
+            w = np.array([su.per_w[a.population] / su.dt for a in offering], dtype=float)
+        v = [a.value_weight if su.weighted else 1.0 for a in offering]
         mult = [a.deal_factor() for a in offering]
         order = np.empty(m, dtype=np.int64)
         K = self.K
@@ -529,11 +563,12 @@ class LPMarketModel(mesa.Model):
             a = offering[o]
             a.status = SOLD
             self.exits[a.population] += 1
-            spend += P * mult[o] * su.per_w[a.population]
+            spend += (P * mult[o] * su.per_w[a.population] * v[o] if su.weighted
+                      else P * mult[o] * su.per_w[a.population])
         if fill > 0.0:  # the marginal offer: a lottery with the replication's auction generator, within the budget
             o = order[n_sold]
             a = offering[o]
-            cost = P * mult[o] * su.per_w[a.population]
+            cost = P * mult[o] * su.per_w[a.population] * v[o] if su.weighted else P * mult[o] * su.per_w[a.population]
             if self.auction_rng.random() < fill and spend + cost <= K:
                 a.status = SOLD
                 self.exits[a.population] += 1
