@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from .io import OutputFolder
+
 DEFAULT_OUT = Path("gelav-output")
 
 
@@ -98,7 +100,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT / "demo",
+@click.option("--out", type=OutputFolder(), default=DEFAULT_OUT / "demo",
               show_default=True, help="Folder for the figures.")
 def demo(out: Path) -> None:
     """Price formation (test 1 vs its exact solution), then the LP-exit game: calm market and shock demo."""
@@ -164,7 +166,8 @@ def _demo_lp_exit(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     from mfg.lp_exit import solve
-    from mfg.lp_exit.scenarios import solve_baseline, solve_scenario
+    from mfg.lp_exit.baselines import baseline_paths
+    from mfg.lp_exit.scenarios import solve_scenario
 
     from .io import save_figure
     from .lp_exit_report import amplification_figure, amplification_summary, lp_exit_figure, summary
@@ -190,19 +193,21 @@ def _demo_lp_exit(out: Path) -> None:
 
     _, shock = load_scenario_or_exit("shock_demo")
     eq = _solve_echoing_warnings(solve_scenario, shock.model, shock.grid, shock.solver, shock.events)
-    base = _solve_echoing_warnings(solve_baseline, shock.model, shock.grid, shock.solver, shock.events)
-    amp = amplification_summary(eq, base)
-    a = amp["pbar"]
-    click.echo(f"shock demo: liquidity squeeze and 40% loss of buyer capital at {a.shock_time:g} "
-               f"({eq.timings['total'] + base.timings['total']:.2f} s)")
-    click.echo(f"  trough discount: equilibrium {100 * a.trough_eq:.1f}% after {12 * a.time_to_trough_eq:.1f} months, "
-               f"no-feedback baseline {100 * a.trough_base:.1f}% after {12 * a.time_to_trough_base:.1f} months")
-    click.echo(f"  amplification ratio {a.ratio:.2f} (< 1: sellers who see the price hold out); "
-               f"NAV sold in the year after: {100 * a.exit_volume_eq:.1f}% vs {100 * a.exit_volume_base:.1f}%")
+    paths = _solve_echoing_warnings(baseline_paths, shock.model, shock.grid, shock.solver, shock.events,
+                                    calm=eq.segments[0])
+    amp = amplification_summary(eq, paths)
+    r_eq, r_fr = amp["paths"]["equilibrium"], amp["paths"]["first_round"]
+    click.echo(f"shock demo: liquidity squeeze and 40% loss of buyer capital at {amp['shock_time']:g} "
+               f"({eq.timings['total'] + sum(p.timings['total'] for p in paths.values()):.2f} s)")
+    click.echo(f"  trough discount against the no-event price: equilibrium {100 * r_eq['trough']:.1f}% after "
+               f"{12 * r_eq['time_to_trough']:.1f} months, first round (pre-shock reservation values) "
+               f"{100 * r_fr['trough']:.1f}%")
+    click.echo(f"  amplification multiplier (equilibrium / first round) {amp['multiplier']:.2f}; NAV sold in the year "
+               f"after: {100 * r_eq['nav_sold_year_after']:.1f}% vs {100 * r_fr['nav_sold_year_after']:.1f}%")
     fig = lp_exit_figure(eq, title="LP exit: shock demo (equilibrium)")
     click.echo(f"figure: {save_figure(out / 'lp_exit_shock_demo.png', fig, dpi=110)}")
     plt.close(fig)
-    fig = amplification_figure(eq, base, amp, title="Shock demo: equilibrium vs no-feedback baseline")
+    fig = amplification_figure(eq, paths, amp, title="Shock demo: the paths of docs/model.md 2.7")
     click.echo(f"figure: {save_figure(out / 'lp_exit_amplification.png', fig, dpi=110)}")
     plt.close(fig)
     click.echo(f"LP-exit part: {time.perf_counter() - start:.1f} s")
@@ -210,12 +215,13 @@ def _demo_lp_exit(out: Path) -> None:
 
 @main.command("lp-exit")
 @click.argument("scenario")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OutputFolder(), default=None,
               help="Folder for CSV frames, figures and summary  [default: gelav-output/lp-exit/<scenario name>]")
 @click.option("--method", type=click.Choice(["sl", "fd"]), default="sl", show_default=True,
               help="sl: second-order semi-Lagrangian scheme; fd: the finite-difference cross-check.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
-              help="With shock events: also solve the no-feedback (DCF) baseline and measure the amplification.")
+              help="With shock events: also the baselines of docs/model.md 2.7 (DCF, first round, myopic) and the "
+                   "amplification multiplier.")
 @click.option("--dpi", type=click.IntRange(50, 400), default=110, show_default=True, help="Resolution of the figures.")
 def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: int) -> None:
     """Solve an LP-exit scenario: a shipped name (see `gelav scenarios`) or a TOML file.
@@ -229,7 +235,7 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
     path, sc = load_scenario_or_exit(scenario)
     out = DEFAULT_OUT / "lp-exit" / path.stem if out is None else out
     n_t = round((sc.model.end - sc.model.start) / sc.grid.dt) + 1
-    what = f"{len(sc.events)} event(s), equilibrium" + (" and no-feedback baseline" if baseline else "") \
+    what = f"{len(sc.events)} event(s), equilibrium" + (" and the baselines" if baseline else "") \
         if sc.events else "equilibrium"
     click.echo(f"{path}: {len(sc.model.populations)} populations, {sc.grid.n_L} x {n_t} grid (L x t), "
                f"method {method}; solving the {what} (the first run compiles numba kernels)...")
@@ -244,7 +250,8 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
     click.echo(report.text)
     click.echo(f"wall time {time.perf_counter() - start:.1f} s (solves, figures and files)")
     click.echo("written: " + ", ".join(str(p) for p in report.files))
-    converged = report.result.converged and (report.baseline is None or report.baseline.converged)
+    converged = report.result.converged and (report.baseline is None
+                                             or all(p.converged for p in report.baseline.values()))
     if not converged:
         click.echo("WARNING: the fixed point did not reach its tolerance (raise solver.max_iter or the "
                    "temperature); the outputs are the last iterate", err=True)
@@ -253,7 +260,7 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
 
 @main.command()
 @click.option("--quick", is_flag=True, help="Reduced study: N up to 1e5, fewer replications (under a minute).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OutputFolder(), default=None,
               help="Study folder (resumable): task files, CSV tables, summary, figure  "
                    "[default: gelav-output/convergence or gelav-output/convergence-quick]")
 @click.option("--models", default=None,
@@ -328,7 +335,7 @@ def reproduce() -> None:
 
 
 @reproduce.command("price-formation")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT / "price-formation",
+@click.option("--out", type=OutputFolder(), default=DEFAULT_OUT / "price-formation",
               show_default=True, help="Folder for CSV, markdown and figure.")
 @click.option("--order/--no-order", default=True, show_default=True,
               help="Also measure the convergence order of test 1 at tol=1e-10.")

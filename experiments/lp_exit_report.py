@@ -7,8 +7,9 @@
   discount range, annual sales, second-half share of sales, the lowest price, iterations,
   residual, exploitability, timings.  Works for a plain :func:`mfg.lp_exit.solve` result
   and for a :class:`mfg.lp_exit.scenarios.ScenarioResult`.
-* :func:`amplification_summary` / :func:`amplification_text` — equilibrium vs the
-  no-feedback ("DCF") baseline after a shock (docs/model.md 2.7).
+* :func:`amplification_summary` / :func:`amplification_text` — the equilibrium against the
+  baselines of docs/model.md 2.7 after a shock (:mod:`mfg.lp_exit.baselines`: DCF, first round,
+  myopic) and the amplification multiplier (equilibrium / first-round trough discount).
 * :func:`lp_exit_figure`, :func:`amplification_figure` — matplotlib figures (Agg).
 * :func:`write_outputs` — ``market.csv``, ``populations.csv`` and the figure, atomically.
 """
@@ -175,30 +176,39 @@ def summary_text(s: dict, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def amplification_summary(eq, base) -> dict:
-    """Equilibrium vs baseline (:func:`mfg.lp_exit.scenarios.amplification`) against ``P̄`` and against the
-    pre-shock price: ``{"pbar": Amplification, "pre_shock": Amplification}``."""
-    from mfg.lp_exit.scenarios import amplification
+def amplification_summary(eq, paths: dict, horizon: float = 3.0) -> dict:
+    """The shock's trough discount on every path (``1 - P/P_calm``: against the no-event equilibrium at the same
+    date, largest over ``horizon`` years after the first event; :func:`mfg.lp_exit.baselines.trough`), the NAV
+    sold in the year after it, and the multiplier ``trough(equilibrium) / trough(first round)`` (docs/model.md
+    2.7; NaN without a first round, e.g. on the impact market)."""
+    from mfg.lp_exit.baselines import trough
 
-    return {ref: amplification(eq, base, reference=ref) for ref in ("pbar", "pre_shock")}
+    shock = float(min(e.time for e in eq.events))
+    rows = {}
+    for kind, p in paths.items():
+        d, t_d = trough(p, shock, horizon)
+        sel = (p.t >= shock - 1e-9) & (p.t < shock + 1.0 - 1e-9)
+        rows[kind] = {"trough": d, "time_to_trough": t_d - shock, "nav_sold_year_after":
+                      float(np.nansum(np.asarray(p.sell_flow)[sel]) * p.dt)}
+    fr, eqv = rows.get("first_round", {}).get("trough", math.nan), rows.get("equilibrium", {}).get("trough", math.nan)
+    return {"shock_time": shock, "paths": rows, "multiplier": eqv / fr if fr and fr > 0 else math.nan}
 
 
 def amplification_text(amp: dict) -> str:
     """Lines of text for an :func:`amplification_summary`."""
-    a, b = amp["pbar"], amp["pre_shock"]
-    verdict = ("  (< 1: the price feedback dampens the shock)" if a.ratio < 1
-               else "  (> 1: the price feedback amplifies the shock)")
-    lines = [
-        f"Amplification of the shock at {a.shock_time:g}: equilibrium vs no-feedback (DCF) baseline",
-        (f"  trough discount vs P̄ = {a.ref_eq:.3f}:  equilibrium {100 * a.trough_eq:.1f}% "
-         f"({12 * a.time_to_trough_eq:.1f} months after the shock), baseline {100 * a.trough_base:.1f}% "
-         f"({12 * a.time_to_trough_base:.1f} months after)"),
-        f"  ratio equilibrium / baseline: {a.ratio:.3f}{verdict}",
-        (f"  trough vs pre-shock price: equilibrium {100 * b.trough_eq:.1f}%, baseline {100 * b.trough_base:.1f}%, "
-         f"ratio {b.ratio:.3f}"),
-        (f"  NAV sold in the {a.volume_window:g} y after the shock: equilibrium {100 * a.exit_volume_eq:.2f}%, "
-         f"baseline {100 * a.exit_volume_base:.2f}% of market NAV (ratio {a.volume_ratio:.3f})"),
-    ]
+    lines = [f"Amplification of the shock at {amp['shock_time']:g} against the baselines of docs/model.md 2.7 "
+             "(trough discount 1 - P/P_calm against the no-event equilibrium)"]
+    for kind, r in amp["paths"].items():
+        sold = f"NAV sold in the year after: {100 * r['nav_sold_year_after']:.2f}% of market NAV"
+        if r["trough"] < 5e-5:  # no discount against the no-event path: a trough date would mean nothing
+            lines.append(f"  {kind:<12} no discount against the no-event path; {sold}")
+        else:
+            lines.append(f"  {kind:<12} trough {100 * r['trough']:.1f}% ({12 * r['time_to_trough']:.1f} months after "
+                         f"the shock); {sold}")
+    m = amp["multiplier"]
+    verdict = ("" if not math.isfinite(m) else
+               " (> 1: anticipation amplifies the shock)" if m > 1 else " (< 1: anticipation dampens the shock)")
+    lines.append(f"  amplification multiplier, equilibrium / first round: {m:.3f}{verdict}")
     return "\n".join(lines)
 
 
@@ -352,66 +362,29 @@ def lp_exit_figure(result, *, baseline=None, heatmaps: int | tuple[str, ...] = 2
     return fig
 
 
-def amplification_figure(eq, base, amp: dict | None = None, title: str | None = None):
-    """Equilibrium vs no-feedback baseline: discount, sell flow, buyer capital, and the numbers."""
+_PATH_STYLE = {"dcf": ("k", "--"), "first_round": ("tab:orange", "-"), "myopic": ("tab:green", "-"),
+               "equilibrium": ("tab:blue", "-")}
+
+
+def amplification_figure(eq, paths: dict, amp: dict | None = None, title: str | None = None):
+    """The paths of docs/model.md 2.7 (:mod:`mfg.lp_exit.baselines`): price, volume, withdrawn supply, buyer capital."""
     plt = _plt()
-    amp = amplification_summary(eq, base) if amp is None else amp
-    a = amp["pbar"]
-    t = np.asarray(eq.t)
+    amp = amplification_summary(eq, paths) if amp is None else amp
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.6), layout="constrained")
-    styles = (("equilibrium", eq, "k", "-"), ("no-feedback baseline", base, "darkorange", "-."))
-
-    ax = axes[0, 0]
-    for label, r, c, ls in styles:
-        ax.plot(t, 100 * (1 - np.asarray(r.price) / a.ref_eq), color=c, ls=ls, lw=1.5, label=label)
-    ax.plot([a.t_trough_eq], [100 * a.trough_eq], "ko", ms=5)
-    ax.plot([a.t_trough_base], [100 * a.trough_base], "o", color="darkorange", ms=5)
-    _mark_events(ax, eq)
-    ax.set(title="Discount 1 − P/P̄ (troughs marked)", ylabel="% of NAV", xlabel="year")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
-    ax = axes[0, 1]
-    for label, r, c, ls in styles:
-        ax.plot(t[:-1], 100 * np.asarray(r.sell_flow)[:-1], color=c, ls=ls, lw=1.3, label=label)
-    _mark_events(ax, eq, label=False)
-    ax.set(title="Sell flow", ylabel="% of market NAV / yr", xlabel="year")
-    ax.set_yscale("log")
-    top = max(float(np.max(r.sell_flow)) for _, r, _, _ in styles)
-    ax.set_ylim(0.1, max(1.0, 100 * top) * 2.0)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
-    ax = axes[1, 0]
-    for label, r, c, ls in styles:
-        ax.plot(t, 100 * np.asarray(r.buyer_capital), color=c, ls=ls, lw=1.3, label=label)
-    ax.plot(t, 100 * np.asarray(eq.inputs.Kbar), color="0.5", ls="--", lw=1.0, label="target K̄")
-    _mark_events(ax, eq, label=False)
-    ax.set(title="Buyer capital K", ylabel="% of market NAV", xlabel="year")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-
-    ax = axes[1, 1]
-    labels = ["trough discount vs P̄\n(% of NAV)", f"NAV sold in the {a.volume_window:g} y after\n(% of market NAV)"]
-    eq_v = [100 * a.trough_eq, 100 * a.exit_volume_eq]
-    b_v = [100 * a.trough_base, 100 * a.exit_volume_base]
-    x = np.arange(2)
-    bars1 = ax.bar(x - 0.2, eq_v, 0.4, color="0.25", label="equilibrium")
-    bars2 = ax.bar(x + 0.2, b_v, 0.4, color="darkorange", label="baseline")
-    for bars in (bars1, bars2):
-        for b in bars:
-            ax.annotate(f"{b.get_height():.1f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, labels, fontsize=8)
-    ax.set_title(f"Amplification ratio (trough eq / baseline) = {a.ratio:.2f}")
-    ax.set_ylim(0, max(eq_v + b_v) * 1.45)
-    ax.legend(fontsize=8, loc="upper right")
-    ax.text(0.03, 0.97, f"time to trough: equilibrium {12 * a.time_to_trough_eq:.1f} months,\n"
-            f"baseline {12 * a.time_to_trough_base:.1f} months\n"
-            f"trough vs pre-shock price: ratio {amp['pre_shock'].ratio:.2f}",
-            transform=ax.transAxes, va="top", ha="left", fontsize=8,
-            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7"})
-    ax.grid(alpha=0.3, axis="y")
+    panels = (("price", "price P (fraction of NAV)", 1.0), ("sell_flow", "volume, NAV sold (% of NAV a year)", 100.0),
+              ("withdrawn", "withdrawn supply (% of NAV a year)", 100.0),
+              ("buyer_capital", "buyer capital K (% of market NAV)", 100.0))
+    t = np.asarray(eq.t)
+    for ax, (field, ylabel, scale) in zip(axes.flat, panels):
+        for kind, p in paths.items():
+            c, ls = _PATH_STYLE.get(kind, ("0.5", ":"))
+            ax.plot(t[:-1], scale * np.asarray(getattr(p, field), dtype=float)[:-1], color=c, ls=ls, lw=1.2,
+                    label=f"{kind} (trough {100 * amp['paths'][kind]['trough']:.1f}%)")
+        _mark_events(ax, eq, label=False)
+        ax.set(xlabel="year", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    axes[0, 0].set_title(f"amplification multiplier (equilibrium / first round) {amp['multiplier']:.2f}")
     if title:
         fig.suptitle(title, fontsize=13)
     return fig
@@ -449,23 +422,30 @@ def write_outputs(result, out: str | Path, *, prefix: str = "", figure: bool = T
 
 
 def _amplification_frame(amp: dict) -> pd.DataFrame:
-    from dataclasses import asdict
+    return pd.DataFrame([{"path": k, "shock_time": amp["shock_time"], **v, "multiplier": amp["multiplier"]}
+                         for k, v in amp["paths"].items()])
 
-    return pd.DataFrame([asdict(a) for a in amp.values()])
+
+def _baselines(sc, result, method: str) -> dict:
+    """The paths of docs/model.md 2.7 on the scenario's shock (the impact market: the DCF only)."""
+    from mfg.lp_exit.baselines import BASELINES, baseline_paths
+
+    kinds = BASELINES if sc.model.market.kind == "clearing" and sc.solver.temperature > 0 else ("dcf", "equilibrium")
+    return baseline_paths(sc.model, sc.grid, sc.solver, sc.events, method, calm=result.segments[0], kinds=kinds)
 
 
 def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True, name: str = "scenario",
         figures: bool = True, dpi: int = 110) -> LPExitOutputs:
     """Solve a :class:`~mfg.lp_exit.params.Scenario` (with its events: :func:`~mfg.lp_exit.scenarios.solve_scenario`,
-    and with ``baseline`` the no-feedback baseline too), write the frames and figures, and
+    and with ``baseline`` the baselines of docs/model.md 2.7 too), write the frames and figures, and
     return the summary.
 
     Files: ``market.csv``, ``populations.csv``, ``lp_exit.png``, ``summary.txt``; with
-    events and ``baseline``: ``baseline_market.csv``, ``baseline_populations.csv``,
+    events and ``baseline``: ``baseline_market.csv`` (every path, column ``path``),
     ``amplification.csv``, ``amplification.png``.
     """
     from mfg.lp_exit import solve
-    from mfg.lp_exit.scenarios import solve_baseline, solve_scenario
+    from mfg.lp_exit.scenarios import solve_scenario
 
     out = Path(out)
     sc = scenario
@@ -473,23 +453,23 @@ def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True,
         result = solve_scenario(sc.model, sc.grid, sc.solver, sc.events, method=method)
     else:
         result = solve(sc.model, sc.grid, sc.solver, method)
-    base = amp = None
+    paths = amp = None
     if sc.events and baseline:
-        base = solve_baseline(sc.model, sc.grid, sc.solver, sc.events, method=method)
-        amp = amplification_summary(result, base)
+        paths = _baselines(sc, result, method)
+        amp = amplification_summary(result, paths)
     s = summary(result, sc.report_window)
     text = summary_text(s, f"LP-exit equilibrium: {name} (method {method})")
-    if base is not None:
-        text += "\n" + summary_text(summary(base), "No-feedback (DCF) baseline: LPs decide at P̄; realised market")
+    if amp is not None:
         text += "\n" + amplification_text(amp)
     files = write_outputs(result, out, figure=figures, dpi=dpi, title=f"LP exit: {name}")
-    if base is not None:
-        files += write_outputs(base, out, prefix="baseline_", figure=False)
+    if paths is not None:
+        frame = pd.concat([p.to_frame("market").assign(path=k) for k, p in paths.items()], ignore_index=True)
+        files.append(write_csv(out / "baseline_market.csv", frame))
         files.append(write_csv(out / "amplification.csv", _amplification_frame(amp)))
         if figures:
             plt = _plt()
-            fig = amplification_figure(result, base, amp, title=f"{name}: equilibrium vs no-feedback baseline")
+            fig = amplification_figure(result, paths, amp, title=f"{name}: the paths of docs/model.md 2.7")
             files.append(save_figure(out / "amplification.png", fig, dpi=dpi))
             plt.close(fig)
     files.append(write_text(out / "summary.txt", text + "\n"))
-    return LPExitOutputs(result=result, baseline=base, amplification=amp, summary=s, text=text, files=tuple(files))
+    return LPExitOutputs(result=result, baseline=paths, amplification=amp, summary=s, text=text, files=tuple(files))

@@ -39,15 +39,19 @@ def test_lp_exit_calm_writes_frames_figure_and_summary(tmp_path):
 def test_lp_exit_shock_demo_prints_the_amplification(tmp_path):
     r = invoke("lp-exit", "shock_demo", "--baseline", "--out", str(tmp_path))
     assert r.exit_code == 0, r.output
-    ratio = float(re.search(r"ratio equilibrium / baseline: (\S+)", r.output).group(1))
-    assert 0.0 < ratio < 1.0  # the price channel dampens the shock in this model (docs/lp_exit.md)
-    assert "No-feedback (DCF) baseline" in r.output and "events: squeeze-endowments" in r.output
-    for name in ("market.csv", "baseline_market.csv", "baseline_populations.csv", "amplification.csv",
-                 "amplification.png", "lp_exit.png"):
+    multiplier = float(re.search(r"amplification multiplier, equilibrium / first round: (\S+)", r.output).group(1))
+    troughs = {k: float(v) for k, v in re.findall(r"^  (first_round|myopic|equilibrium) +trough (\S+)%", r.output,
+                                                   re.M)}
+    assert set(troughs) == {"first_round", "myopic", "equilibrium"}, r.output
+    assert multiplier == pytest.approx(troughs["equilibrium"] / troughs["first_round"], rel=5e-3)
+    # no pbar_factor in this file: the DCF price is the no-event price, so DCF shows no discount (docs/model.md 2.7)
+    assert re.search(r"^  dcf +no discount against the no-event path", r.output, re.M), r.output
+    assert "events: squeeze-endowments" in r.output
+    for name in ("market.csv", "baseline_market.csv", "amplification.csv", "amplification.png", "lp_exit.png"):
         assert (tmp_path / name).exists(), name
     amp = pd.read_csv(tmp_path / "amplification.csv")
-    assert list(amp["reference"]) == ["pbar", "pre_shock"]
-    assert amp.loc[0, "ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert set(amp["path"]) == {"dcf", "first_round", "myopic", "equilibrium"}
+    assert amp["multiplier"].iloc[0] == pytest.approx(multiplier, abs=1e-3)
     assert set(pd.read_csv(tmp_path / "market.csv")["segment"]) == {0, 1}
 
 
@@ -90,7 +94,16 @@ def test_bad_toml_gives_exit_code_2_and_names_the_field(tmp_path, edit, field):
     assert r.exit_code == 2, r.output
     assert re.search(field, r.output), r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # a refused scenario leaves no output folder behind
+
+
+def test_out_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        r = invoke("lp-exit", "calm", "--out", str(out))
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert "solving" not in r.output and str(out) in r.output
 
 
 def test_missing_and_unparsable_files_give_exit_code_2(tmp_path):
@@ -106,7 +119,8 @@ def test_missing_and_unparsable_files_give_exit_code_2(tmp_path):
 def test_solver_refusal_gives_exit_code_2(tmp_path):
     text = (SCENARIO_DIR / "shock_demo.toml").read_text()
     bad = tmp_path / "dt.toml"  # a step that does not divide the window
-    bad.write_text(text.replace("dt = 0.038461538461538464", "dt = 0.037", 1).replace("time = 2018.0", "time = 2016.0"))
+    assert "dt = 0.041666666666666664" in text
+    bad.write_text(text.replace("dt = 0.041666666666666664", "dt = 0.037", 1))
     r = invoke("lp-exit", str(bad), "--out", str(tmp_path / "out"))
     assert r.exit_code == 2, r.output
     assert "dt" in r.output and "Traceback" not in r.output
@@ -114,9 +128,9 @@ def test_solver_refusal_gives_exit_code_2(tmp_path):
 
 def test_unconverged_fixed_point_warns_and_exits_1(tmp_path):
     text = (SCENARIO_DIR / "shock_demo.toml").read_text()
-    assert "max_iter = 60" in text
+    assert "max_iter = 25" in text
     short = tmp_path / "short.toml"
-    short.write_text(text.replace("max_iter = 60", "max_iter = 2", 1))
+    short.write_text(text.replace("max_iter = 25", "max_iter = 2", 1))
     r = invoke("lp-exit", str(short), "--no-baseline", "--out", str(tmp_path / "out"))
     assert r.exit_code == 1, r.output
     assert "NOT converged" in r.output and "warning: LP-exit fixed point stopped" in r.output

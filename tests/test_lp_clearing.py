@@ -17,7 +17,7 @@
 
 Bugs this file found (fixed): the band solver's overflow at small ``eps`` or a far guess, a
 division by zero of ``demand_inverse`` at a subnormal supply, the hard rule's trade not rationed
-to demand.  A test marked ``xfail(strict=True)`` pins what is still open (reason inline).
+to demand.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, ndtr
 
 from mfg.lp_exit import Grid, LPExitModel, ShockEvent, SolverOptions, solve
+from mfg.lp_exit.baselines import solve_baseline
 from mfg.lp_exit.clearing import (
     BRANCH_CAP,
     BRANCH_CLOSED,
@@ -44,7 +45,7 @@ from mfg.lp_exit.clearing import (
     clearing_forward,
 )
 from mfg.lp_exit.kernels import Mesh
-from mfg.lp_exit.scenarios import solve_baseline, solve_scenario
+from mfg.lp_exit.scenarios import solve_scenario
 
 pytestmark = pytest.mark.kernels  # run again with numba's bounds checking in CI (.ci/run)
 
@@ -710,12 +711,16 @@ def test_seller_liquidity_shock_lowers_price_and_raises_volume(scenarios):
     check_capital(liq)
 
 
-@pytest.mark.xfail(raises=AttributeError, strict=True,
-                   reason="solve_baseline does not support the clearing market: it sets beta=0 on a "
-                          "ClearingMarket (ignored: the baseline's price still clears, no 'P = pbar' belief) "
-                          "and its realised_market runs the impact recursion, which reads market.S0/beta")
 def test_baseline_supports_the_clearing_market(model):
-    solve_baseline(model, GRID, OPTIONS, [ShockEvent(time=SHOCK_T, capital_cut=0.6)])
+    """The baselines of docs/model.md 2.7 run on the clearing market (mfg/lp_exit/baselines.py); a capital cut
+    alone leaves the DCF price at the no-event price and lowers the first round's."""
+    events = [ShockEvent(time=SHOCK_T, capital_cut=0.6)]
+    dcf = solve_baseline(model, GRID, OPTIONS, events)
+    first = solve_baseline(model, GRID, OPTIONS, events, kind="first_round", calm=dcf.calm)
+    n = dcf.shock_step
+    assert np.allclose(dcf.price[:-1], dcf.calm.price[:-1], rtol=1e-15, atol=0)
+    assert np.all(first.price[n:n + 13] < dcf.calm.price[n:n + 13])
+    assert np.all(np.isfinite(first.price)) and first.buyer_capital.min() > 0.0
 
 
 def test_sl_and_fd_prices_agree_under_refinement(model):

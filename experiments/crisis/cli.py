@@ -18,10 +18,14 @@ from pathlib import Path
 
 import click
 
+from ..io import OutputFolder
+
 __all__ = ["MODULES", "crisis", "load_experiments"]
 
-#: Experiment modules of :mod:`experiments.crisis`, in the order ``gelav crisis all`` runs them.
-MODULES = ("amplification", "recovery", "spillover", "seasonality", "lp_types", "finite_n", "calibration")
+#: Experiment modules of :mod:`experiments.crisis`, in the order ``gelav crisis all`` runs them (the facts
+#: last: ``all`` ends with their table).
+MODULES = ("amplification", "recovery", "spillover", "seasonality", "lp_types", "finite_n", "equilibria",
+           "calibration", "facts")
 
 DEFAULT_OUT = Path("gelav-output") / "crisis"
 
@@ -38,17 +42,16 @@ def load_experiments() -> dict:
 
 
 def _headline(report) -> str:
-    """The first paragraph that starts with ``**`` in the summary (the headline), else its first non-title line."""
-    lines = report.summary.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("**"):
-            para = [line]
-            for nxt in lines[i + 1:]:
-                if not nxt.strip() or nxt.startswith(("#", "*", "|")):
-                    break
-                para.append(nxt)
-            return " ".join(" ".join(para).split())
-    body = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+    """The headline numbers of a summary: its bold lines (``**...**``), and every line that reports a failed
+    check or a run, in plain words."""
+    keep = []
+    for line in report.summary.splitlines():
+        s = line.strip()
+        if s.startswith("**") or "FAILED" in s or s.startswith("RUN"):
+            keep.append(s.replace("**", ""))
+    if keep:
+        return "\n".join(keep)
+    body = [ln for ln in report.summary.splitlines() if ln.strip() and not ln.startswith("#")]
     return body[0] if body else ""
 
 
@@ -60,7 +63,7 @@ def _run_one(name: str, fn, out: Path, quick: bool):
     return report, time.perf_counter() - start
 
 
-_OUT = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True,
+_OUT = click.option("--out", type=OutputFolder(), default=DEFAULT_OUT, show_default=True,
                     help="Folder; each experiment writes to OUT/<name>/.")
 _QUICK = click.option("--quick", is_flag=True, help="Coarse grids (seconds instead of tens of seconds).")
 
@@ -97,7 +100,9 @@ def _make_command(name: str, fn):
     @_QUICK
     def cmd(out: Path, quick: bool) -> None:
         report, secs = _run_one(name, fn, out, quick)
-        click.echo(report.summary)
+        click.echo(_headline(report))
+        if name == "facts":
+            click.echo(report.facts["table"])
         click.echo(f"{name}: {secs:.1f} s; written: " + ", ".join(str(p) for p in report.files))
 
     return cmd
@@ -107,19 +112,28 @@ def _make_command(name: str, fn):
 @_OUT
 @_QUICK
 def run_all(out: Path, quick: bool) -> None:
-    """Run every registered experiment (one folder each) and print each summary's headline."""
+    """Run every registered experiment (one folder each), print each one's headline numbers and failed checks,
+    and end with the table of the facts (docs/model.md 2.11)."""
+    import sys
+
     from tqdm import tqdm
 
     experiments = load_experiments()
     start = time.perf_counter()
     lines = []
-    bar = tqdm(experiments.items(), total=len(experiments), desc="crisis experiments", unit="exp")
+    bar = tqdm(experiments.items(), total=len(experiments), desc="crisis experiments", unit="exp",
+               disable=not sys.stderr.isatty())
     for name, fn in bar:
         bar.set_postfix_str(name)
         report, secs = _run_one(name, fn, out, quick)
-        lines.append((name, secs, _headline(report), report.files[0] if report.files else None))
+        lines.append((name, secs, report))
     bar.close()
-    for name, secs, head, summary in lines:
-        click.echo(f"== {name} ({secs:.1f} s): {summary}")
-        click.echo(f"   {head}")
+    for name, secs, report in lines:
+        click.echo(f"== {name} ({secs:.1f} s): {report.files[0] if report.files else ''}")
+        for h in _headline(report).splitlines():
+            click.echo(f"   {h}")
+    facts = next((r for n, _, r in lines if n == "facts"), None)
+    if facts is not None:
+        click.echo("")
+        click.echo(facts.facts["table"])
     click.echo(f"all {len(lines)} experiments: {time.perf_counter() - start:.1f} s; outputs in {out}")

@@ -24,7 +24,8 @@ Field names are the symbols of docs/model.md 2:
 * :class:`SolverOptions` (2.3, 2.5) — ``temperature`` (logit ε in NAV units; 0 = hard
   exit), ``damping, tol, max_iter, anderson, precondition, workers``.
 * :class:`Scenario` — the three together, read from and written to TOML
-  (:func:`load_scenario`, :meth:`Scenario.to_toml`).
+  (:func:`load_scenario`, :meth:`Scenario.to_toml`), with optional shock events, a report
+  window and a stale-NAV markdown schedule (:class:`MarkdownKnot`, docs/model.md 2.7).
 
 All models are frozen and refuse unknown fields, NaN/inf and out-of-range values
 with a ``pydantic.ValidationError`` whose location names the offending field.
@@ -55,6 +56,8 @@ __all__ = [
     "SolverOptions",
     "Scenario",
     "ReportWindow",
+    "MarkdownKnot",
+    "markdown_factor",
     "load_scenario",
     "resolve_scenario",
     "shipped_scenarios",
@@ -352,12 +355,12 @@ class Grid(BaseModel):
             if lo < self.L_min:
                 raise ValueError(
                     f"L_min={self.L_min} does not cover the initial law of population {p.name!r} "
-                    f"(mean - {COVER_SDS:g} sd = {lo:.6g})"
+                    f"(initial_mean - {COVER_SDS:g} initial_std = {lo:.6g}); widen the grid or narrow the initial law"
                 )
             if hi > self.L_max:
                 raise ValueError(
                     f"L_max={self.L_max} does not cover the initial law of population {p.name!r} "
-                    f"(mean + {COVER_SDS:g} sd = {hi:.6g})"
+                    f"(initial_mean + {COVER_SDS:g} initial_std = {hi:.6g}); widen the grid or narrow the initial law"
                 )
 
 
@@ -419,6 +422,37 @@ class ReportWindow(BaseModel):
         return self
 
 
+class MarkdownKnot(BaseModel):
+    """One knot of the stale-NAV markdown schedule (docs/model.md 2.7): at ``time`` (years) true value is
+    ``factor`` times reported NAV (``0 < factor <= 1``); between knots the factor is linear, before the
+    first and after the last it stays at their values."""
+
+    model_config = _CONFIG
+
+    time: Year
+    factor: bounded(0.0, 1.0, lo_open=True)
+
+
+def _knots_ordered(knots: tuple[MarkdownKnot, ...]) -> tuple[MarkdownKnot, ...]:
+    for i in range(1, len(knots)):
+        if not knots[i].time > knots[i - 1].time:
+            raise ValueError(f"knot times must increase: markdown[{i}].time={knots[i].time!r} is not after "
+                             f"markdown[{i - 1}].time={knots[i - 1].time!r}")
+    return knots
+
+
+def markdown_factor(knots, t) -> np.ndarray:
+    """The stale-NAV markdown ``f(t) <= 1`` of docs/model.md 2.7 at the times ``t``: piecewise linear through
+    the knots (``(time, factor)`` pairs or :class:`MarkdownKnot`), constant beyond the end knots, 1 without
+    knots.  A price ``P`` per unit of true NAV is ``P f(t)`` in units of reported NAV."""
+    t = np.asarray(t, dtype=float)
+    if not knots:
+        return np.ones_like(t)
+    ts = np.array([k.time if isinstance(k, MarkdownKnot) else k[0] for k in knots], dtype=float)
+    fs = np.array([k.factor if isinstance(k, MarkdownKnot) else k[1] for k in knots], dtype=float)
+    return np.interp(t, ts, fs)
+
+
 class Scenario(BaseModel):
     """A model with its grid and solver options: the content of a scenario TOML file.
 
@@ -433,6 +467,11 @@ class Scenario(BaseModel):
         [[events]]       time, name, description, populations, liquidity_shift, capital_cut,
                          Kbar_factor, pbar_factor, sigma_factor, duration  (optional; mfg.lp_exit.events.ShockEvent)
         [report]         start, end   (optional: the period experiments report, inside [model] start..end)
+        [[markdown]]     time, factor   (optional: stale-NAV markdown knots, docs/model.md 2.7; times increasing,
+                         0 < factor <= 1)
+
+    Prices inside the game are per unit of true NAV; :meth:`reported` quotes them per unit of
+    reported NAV (``P f(t)``).
     """
 
     model_config = _CONFIG
@@ -442,6 +481,15 @@ class Scenario(BaseModel):
     solver: SolverOptions = SolverOptions()
     events: Annotated[tuple[ShockEvent, ...], AfterValidator(sort_events)] = ()
     report: ReportWindow | None = None
+    markdown: Annotated[tuple[MarkdownKnot, ...], AfterValidator(_knots_ordered)] = ()
+
+    def markdown_at(self, t) -> np.ndarray:
+        """The markdown factor ``f(t)`` of this scenario (1 without ``[[markdown]]``; docs/model.md 2.7)."""
+        return markdown_factor(self.markdown, t)
+
+    def reported(self, t, price) -> np.ndarray:
+        """``price`` (per unit of true NAV, on the times ``t``) in units of reported NAV: ``price f(t)``."""
+        return np.asarray(price, dtype=float) * self.markdown_at(t)
 
     @property
     def report_window(self) -> tuple[float, float]:
