@@ -244,9 +244,14 @@ def problems():
             dict(name="endowment", vintage=0.0, life=10.0, weight=0.4, kappa=0.8, lbar=1.0, sigma=0.35, lam=0.3,
                  alpha=0.5, eta=0.8, ell=0.65, y=0.05, r=0.08, g=0.03, phi=0.01, a_max=4.0, initial_mean=1.0,
                  initial_std=0.2)]
-    two = LPExitModel(populations=pops, market=IMPACT, start=0.0, end=5.0)
-    return [("calm (6 populations, 401 x 521)", calm.model, calm.grid),
-            ("two populations (tests, 161 x 131)", two, Grid(L_min=-1.0, L_max=3.0, n_L=161, dt=1 / 26))]
+    grid = Grid(L_min=-1.0, L_max=3.0, n_L=161, dt=1 / 26)
+    n_t = round((calm.model.end - calm.model.start) / calm.grid.dt) + 1
+    return [(f"calm, clearing ({len(calm.model.populations)} populations, {calm.grid.n_L} x {n_t})",
+             calm.model, calm.grid),
+            ("two populations, clearing (161 x 131)",
+             LPExitModel(populations=pops, market=CLEARING, start=0.0, end=5.0), grid),
+            ("two populations, impact (161 x 131)",
+             LPExitModel(populations=pops, market=IMPACT, start=0.0, end=5.0), grid)]
 
 
 CONFIGS = {

@@ -56,27 +56,37 @@ def _bad_kappa(name="crisis_2008") -> str:
 
 def test_shock_of_partial_breadth_splits_the_populations_hit_and_keeps_the_scenarios_events():
     sc = _scenario()
+    endowments = [p.name for p in sc.model.populations if p.lp_type == "endowment"]
+    assert len(endowments) > 1  # a vintage ladder: the LP type selects all of them
     shock = C.Shock(time=2008.3, liquidity_shift=-0.5, capital_cut=0.25, populations=("endowment",), share=0.4)
     out = C.shocked_scenario(sc, shock)
     pops = {p.name: p for p in out.model.populations}
-    assert list(pops) == ["pension", "endowment", "endowment (hit)", "sovereign"]
+    assert len(pops) == len(sc.model.populations) + len(endowments)
     w0 = {p.name: p.weight for p in sc.model.populations}
-    assert pops["endowment"].weight == pytest.approx(0.6 * w0["endowment"])
-    assert pops["endowment (hit)"].weight == pytest.approx(0.4 * w0["endowment"])
-    assert pops["endowment (hit)"].model_dump(exclude={"name", "weight"}) == \
-        pops["endowment"].model_dump(exclude={"name", "weight"})
+    for name in endowments:
+        hit = name + C.HIT_SUFFIX
+        assert pops[name].weight == pytest.approx(0.6 * w0[name])
+        assert pops[hit].weight == pytest.approx(0.4 * w0[name])
+        assert pops[hit].model_dump(exclude={"name", "weight"}) == pops[name].model_dump(exclude={"name", "weight"})
     own = {e.name: e for e in out.events}
-    assert own["lehman-endowments"].populations == ("endowment", "endowment (hit)")  # still the whole population
+    before = {e.name: e for e in sc.events}
+    for name, e in before.items():  # the scenario's own events still hit the whole of every split population
+        expect = [x for n in e.populations for x in ((n, n + C.HIT_SUFFIX) if n in endowments else (n,))]
+        assert list(own[name].populations) == expect
     ours = own["dashboard"]
-    assert ours.populations == ("endowment (hit)",)
+    assert ours.populations == tuple(n + C.HIT_SUFFIX for n in endowments)
     assert (ours.liquidity_shift, ours.capital_cut) == (-0.5, 0.25)
     dt = float(sc.grid.dt)
     assert ours.time == pytest.approx(C.snap_time(sc, 2008.3))
     assert abs((ours.time - sc.model.start) / dt - round((ours.time - sc.model.start) / dt)) < 1e-9
-    assert C.nav_share_hit(sc, shock) == pytest.approx(0.4 * sc.model.weights[1])
+    idx = [k for k, p in enumerate(sc.model.populations) if p.lp_type == "endowment"]
+    assert C.nav_share_hit(sc, shock) == pytest.approx(0.4 * sc.model.weights[idx].sum())
+    # one population by name
+    one = C.shocked_scenario(sc, C.Shock(time=2009.0, liquidity_shift=-0.2, populations=(endowments[0],), share=0.5))
+    assert len(one.model.populations) == len(sc.model.populations) + 1
     # whole populations: no split; no shock of its own and no own events: no events at all
     full = C.shocked_scenario(sc, C.Shock(time=2009.0, liquidity_shift=-0.2))
-    assert len(full.model.populations) == 3 and full.events[-1].populations == ()
+    assert len(full.model.populations) == len(sc.model.populations) and full.events[-1].populations == ()
     assert C.shocked_scenario(sc, C.Shock(time=2009.0, keep_events=False)).events == ()
 
 

@@ -154,7 +154,8 @@ def _small(text: str) -> None:
 @solara.component
 def ShockCard(scenario, shock, set_shock):
     m, dt = scenario.model, float(scenario.grid.dt)
-    names = [p.name for p in m.populations]
+    types = list(dict.fromkeys(p.lp_type for p in m.populations))
+    choices = types + [p.name for p in m.populations if p.name not in types]  # LP types first: a ladder is long
     t_shock = C.snap_time(scenario, shock.time)
     with solara.Card("Shock"):
         _small(f"size: liquidity shift δ = {shock.liquidity_shift:+.2f} of the LPs hit (L → L + δ)")
@@ -170,8 +171,8 @@ def ShockCard(scenario, shock, set_shock):
             solara.SliderFloat("", value=t_shock, min=m.start + dt, max=m.end - dt, step=dt,
                                on_value=lambda v: set_shock(time=C.snap_time(scenario, v)), thumb_label=False)
         with solara.Div(classes=["gelav-shock-populations"]):
-            solara.SelectMultiple("breadth: populations hit (none: all)", values=list(shock.populations),
-                                  all_values=names, on_value=lambda v: set_shock(populations=tuple(v)))
+            solara.SelectMultiple("breadth: LP types or populations hit (none: all)", values=list(shock.populations),
+                                  all_values=choices, on_value=lambda v: set_shock(populations=tuple(v)))
         _small(f"breadth: share of their LPs hit = {100 * shock.share:.0f}%")
         with solara.Div(classes=["gelav-shock-share"]):
             solara.SliderFloat("", value=shock.share, min=0.05, max=1.0, step=0.05,

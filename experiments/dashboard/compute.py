@@ -158,7 +158,8 @@ def scenario_key(scenario) -> str:
 class Shock:
     """The dashboard's shock (docs/dashboard.md): at ``time`` (years; :func:`snap_time` puts it on a step)
     ``liquidity_shift`` δ (its size: ``L -> L + δ`` for the LPs hit), ``capital_cut`` ψ (``K -> (1 - ψ) K``)
-    and the breadth: the ``populations`` hit (empty: all) and ``share`` ∈ (0, 1] of their LPs.
+    and the breadth: the ``populations`` hit (population names or LP types; empty: all) and ``share`` ∈ (0, 1] of
+    their LPs.
     ``keep_events``: keep the scenario's own ``[[events]]`` beside it.  Size and cut 0: no shock of its own."""
 
     time: float
@@ -208,13 +209,30 @@ def default_shock_time(scenario) -> float:
     return snap_time(scenario, m.start + (m.end - m.start) / 3.0)
 
 
+def hit_populations(scenario, selection) -> list[str]:
+    """The population names a shock's ``populations`` selects: each entry is a population's name or an LP
+    type (``lp_type``, all populations of that type: a vintage ladder has one population per vintage);
+    an empty selection is every population.  Raises :class:`DashboardInputError` for an unknown entry."""
+    pops = scenario.model.populations
+    names = [p.name for p in pops]
+    if not selection:
+        return names
+    types = list(dict.fromkeys(p.lp_type for p in pops))
+    unknown = [n for n in selection if n not in names and n not in types]
+    if unknown:
+        raise DashboardInputError(f"shock: unknown population(s) {unknown}; known LP types: {types}; "
+                                  f"populations: {names}")
+    return [p.name for p in pops if p.name in selection or p.lp_type in selection]
+
+
 def nav_share_hit(scenario, shock: Shock) -> float:
     """Share of the market's NAV (at the weights) whose LPs the liquidity shift hits."""
     if shock.liquidity_shift == 0.0:
         return 0.0
     w = scenario.model.weights
-    hit = [k for k, p in enumerate(scenario.model.populations) if not shock.populations or p.name in shock.populations]
-    return float(w[hit].sum() * shock.share)
+    hit = set(hit_populations(scenario, shock.populations))
+    idx = [k for k, p in enumerate(scenario.model.populations) if p.name in hit]
+    return float(w[idx].sum() * shock.share)
 
 
 def shocked_scenario(scenario, shock: Shock):
@@ -228,15 +246,11 @@ def shocked_scenario(scenario, shock: Shock):
 
     from ..cli import _pydantic_message
 
-    names = [p.name for p in scenario.model.populations]
-    unknown = [n for n in shock.populations if n not in names]
-    if unknown:
-        raise DashboardInputError(f"shock: unknown population(s) {unknown}; known: {names}")
+    hit = hit_populations(scenario, shock.populations)
     if not 0.0 < shock.share <= 1.0:
         raise DashboardInputError(f"shock: the share of LPs hit must lie in (0, 1], got {shock.share!r}")
     data = scenario.model_dump(mode="json", exclude_none=True)
     events = list(data.get("events", [])) if shock.keep_events else []
-    hit = list(shock.populations) or names
     if shock.splits:
         pops = []
         for p in data["model"]["populations"]:

@@ -87,6 +87,8 @@ class SeriesResult:
                 "sell_flow": self.sell_flow,
                 "withdrawn": self.withdrawn,
                 "deal_price": self.deal_price,
+                **{name: getattr(self, name) for name in ("spend", "clearing_residual", "market_branch")
+                   if hasattr(self, name)},
                 "mean_liquidity": self.mean_liquidity,
                 "active_nav": self.active_nav,
                 "turnover": self.turnover,
@@ -223,8 +225,9 @@ class LPExitResult(SeriesResult):
         """Tidy frames of the time series.
 
         ``kind="market"``: one row per time, columns ``t, price, discount,
-        buyer_capital, sell_pressure, sell_flow, withdrawn, deal_price, mean_liquidity,
-        active_nav, turnover``.
+        buyer_capital, sell_pressure, sell_flow, withdrawn, deal_price, spend,
+        clearing_residual, market_branch, mean_liquidity, active_nav, turnover`` (the
+        clearing columns are NaN, and ``sell_pressure`` is, in the market that lacks them).
         ``kind="populations"``: one row per (time, population), columns ``t,
         population, vintage_price, flow, active_mass, exited_mass, matured_mass,
         threshold``.
