@@ -99,6 +99,15 @@ def main() -> None:
     """gelav: finite-N markets of investors beside their mean-field-game limits."""
 
 
+def _notice(what: str, seconds: float, *modules: str) -> None:
+    """Echo that the first run compiles ``what`` (about ``seconds``), only when numba's cache lacks it."""
+    from .compile_notice import compile_notice
+
+    line = compile_notice(what, seconds, *modules)
+    if line:
+        click.echo(line)
+
+
 @main.command()
 @click.option("--out", type=OutputFolder(), default=DEFAULT_OUT / "demo",
               show_default=True, help="Folder for the figures.")
@@ -117,7 +126,7 @@ def demo(out: Path) -> None:
     pt = paper_test(1)
     click.echo("Price-formation MFG, Ashrafyan & Gomes test 1 (LQ, exact solution known)")
     click.echo(f"mesh rho={rho}, h={h} ({int(2 / rho) + 1} x {int(1 / h) + 1} nodes), tol={pt.tol}")
-    click.echo("(the first run compiles the numba kernels and caches them: a few seconds)")
+    _notice("the price-formation solver", 5, "mfg.price_formation.solver", "mfg.semi_lagrangian")
     result = solve(pt.problem, rho=rho, h=h, tol=pt.tol)
     errors = pt.errors(result)
     paper = PUBLISHED[1][rho]
@@ -175,7 +184,8 @@ def _demo_lp_exit(out: Path) -> None:
     start = time.perf_counter()
     click.echo("")
     click.echo("LP-exit MFG (docs/model.md 2): limited partners sell fund stakes on a secondary market")
-    click.echo("(a first run compiles the LP-exit kernels too: about 20 s more; later runs load them from the cache)")
+    _notice("the LP-exit solver and its baselines", 45, "mfg.lp_exit.kernels", "mfg.lp_exit.clearing",
+            "mfg.lp_exit.baselines")
     _, calm = load_scenario_or_exit("calm")
     res = _solve_echoing_warnings(solve, calm.model, calm.grid, calm.solver)
     s = summary(res, calm.report_window)
@@ -187,7 +197,7 @@ def _demo_lp_exit(out: Path) -> None:
                f"(mean {s['discount_mean_pct']:.1f}%; public: 5 to 15%)")
     click.echo(f"  sales {s['annual_volume_mean_pct']:.2f}% of active NAV a year (public: 1 to 2.5%), "
                f"{100 * s['second_half_share']:.0f}% of them in second halves (public: 55 to 65%)")
-    fig = lp_exit_figure(res, title="LP exit: calm market")
+    fig = lp_exit_figure(res, title="LP exit: calm market", window=calm.report_window)
     click.echo(f"figure: {save_figure(out / 'lp_exit_calm.png', fig, dpi=110)}")
     plt.close(fig)
 
@@ -204,7 +214,7 @@ def _demo_lp_exit(out: Path) -> None:
                f"{100 * r_fr['trough']:.1f}%")
     click.echo(f"  amplification multiplier (equilibrium / first round) {amp['multiplier']:.2f}; NAV sold in the year "
                f"after: {100 * r_eq['nav_sold_year_after']:.1f}% vs {100 * r_fr['nav_sold_year_after']:.1f}%")
-    fig = lp_exit_figure(eq, title="LP exit: shock demo (equilibrium)")
+    fig = lp_exit_figure(eq, title="LP exit: shock demo (equilibrium)", window=shock.report_window)
     click.echo(f"figure: {save_figure(out / 'lp_exit_shock_demo.png', fig, dpi=110)}")
     plt.close(fig)
     fig = amplification_figure(eq, paths, amp, title="Shock demo: the paths of docs/model.md 2.7")
@@ -238,7 +248,8 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
     what = f"{len(sc.events)} event(s), equilibrium" + (" and the baselines" if baseline else "") \
         if sc.events else "equilibrium"
     click.echo(f"{path}: {len(sc.model.populations)} populations, {sc.grid.n_L} x {n_t} grid (L x t), "
-               f"method {method}; solving the {what} (the first run compiles numba kernels)...")
+               f"method {method}; solving the {what}...")
+    _notice("the LP-exit solver", 30, "mfg.lp_exit.kernels", "mfg.lp_exit.clearing", "mfg.lp_exit.fd")
     start = time.perf_counter()
     try:
         report = _solve_echoing_warnings(run, sc, out, method=method, baseline=baseline, name=path.stem,
@@ -345,7 +356,8 @@ def reproduce_price_formation(out: Path, order: bool, finite_n: bool, seed: int)
     """Tables 1 and 2 of Ashrafyan & Gomes side by side with ours."""
     from .reproduce_price_formation import run
 
-    click.echo("Solving both tests on the paper's four meshes (first run compiles numba kernels)...")
+    click.echo("Solving both tests on the paper's four meshes...")
+    _notice("the price-formation solver", 5, "mfg.price_formation.solver", "mfg.semi_lagrangian")
     report = run(out, with_order=order)
     click.echo(report.text)
     if finite_n:

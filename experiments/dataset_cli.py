@@ -30,7 +30,7 @@ def _progress_bar(n_lps: int):
     def progress(n, N):
         if "bar" not in state:
             state["bar"] = tqdm(total=N + 1, unit="step", desc=f"market ({n_lps:,} LPs)", file=sys.stderr,
-                                mininterval=1.0)
+                                mininterval=1.0, disable=not sys.stderr.isatty())  # no bar in logs and pipes
         state["bar"].update(1)
         if n >= N:
             state["bar"].close()

@@ -253,110 +253,176 @@ def _heatmap_populations(result, count: int) -> list[int]:
     return picked
 
 
-def lp_exit_figure(result, *, baseline=None, heatmaps: int | tuple[str, ...] = 2, title: str | None = None):
-    """Six panels: market and vintage prices; buyer capital and sell pressure; sell flow by
-    population; exit thresholds; density of active LPs in ``(t, L)`` for two populations
-    (those that sold the most, or the names in ``heatmaps``) with their exit thresholds.
+#: Above this many populations the flow and threshold panels group the populations by LP type.
+GROUP_BY_TYPE = 8
 
-    ``result``: a solve or a scenario (shock times marked); ``baseline``: an optional
-    no-feedback baseline whose realised price is drawn beside the equilibrium's.
-    """
-    plt = _plt()
-    t = np.asarray(result.t)
+
+def _groups(result) -> tuple[list[str], list[list[int]]]:
+    """Labels and population indices of the series the flow and threshold panels draw: one per population,
+    or one per LP type when there are more than :data:`GROUP_BY_TYPE` populations (a vintage ladder)."""
     names = list(result.populations)
-    if isinstance(heatmaps, int):
-        heat = _heatmap_populations(result, heatmaps)
-    else:
-        heat = [names.index(n) for n in heatmaps]
-    n_heat = max(1, len(heat))
-    fig = plt.figure(figsize=(13, 10), layout="constrained")
-    gs = fig.add_gridspec(3, 2, height_ratios=(1, 1, 1.1))
-    colors = {k: f"C{k % 10}" for k in range(len(names))}
+    if len(names) <= GROUP_BY_TYPE:
+        return names, [[k] for k in range(len(names))]
+    types = [p.lp_type for p in result.model.populations]
+    labels = list(dict.fromkeys(types))
+    return labels, [[k for k, x in enumerate(types) if x == lab] for lab in labels]
 
-    ax = fig.add_subplot(gs[0, 0])
-    for k, _n in enumerate(names):
+
+def _shade_outside(ax, t, window) -> None:
+    """Grey out the burn-in and burn-out outside the report window (not facts: docs/lp_exit.md)."""
+    if window is None:
+        return
+    lo, hi = window
+    kw = dict(color="0.85", alpha=0.5, lw=0, zorder=0)
+    if lo > t[0]:
+        ax.axvspan(t[0], lo, **kw)
+    if hi < t[-1]:
+        ax.axvspan(hi, t[-1], **kw)
+
+
+def _price_panel(ax, result, baseline) -> None:
+    t = np.asarray(result.t)
+    many = len(result.populations) > GROUP_BY_TYPE
+    for k in range(len(result.populations)):
         pi = np.where(result.active_mass[k] > 0, result.vintage_price[k], np.nan)
-        ax.plot(t, 100 * pi, color=colors[k], lw=0.8, alpha=0.6)
+        ax.plot(t, 100 * pi, color="0.6" if many else f"C{k % 10}", lw=0.6 if many else 0.8, alpha=0.5)
     ax.plot(t, 100 * result.price, "k-", lw=1.8, label="market price P")
-    pbar = getattr(result, "inputs", None)
-    if pbar is not None and getattr(pbar, "pbar", None) is not None:
-        ax.plot(t, 100 * np.asarray(pbar.pbar), color="0.5", ls="--", lw=1.0, label="calm price P̄")
+    inputs = getattr(result, "inputs", None)
+    pbar = getattr(inputs, "pbar", None)
+    if pbar is not None:
+        ax.plot(t, 100 * np.asarray(pbar), color="0.35", ls="--", lw=1.0, label="calm price P̄")
     if baseline is not None:
-        ax.plot(t, 100 * baseline.price, color="darkorange", lw=1.4, ls="-.", label="no-feedback baseline P")
-    ax.plot([], [], color="0.4", lw=0.8, alpha=0.6, label="vintage prices π_k (colours as below)")
+        ax.plot(t, 100 * baseline.price, color="darkorange", lw=1.4, ls="-.", label="baseline P")
+    ax.plot([], [], color="0.6" if many else "0.4", lw=0.8, alpha=0.6,
+            label="vintage prices π_k" + ("" if many else " (colours as below)"))
     _mark_events(ax, result)
     ax.set(title="Secondary price", ylabel="% of NAV", xlabel="year")
     lo = 100 * min(np.nanmin(np.where(result.active_mass > 0, result.vintage_price, np.nan)), result.price.min(),
                    np.inf if baseline is None else np.min(baseline.price))
-    ax.set_ylim(max(0.0, lo - 3), 100 * max(result.price.max(), np.max(getattr(pbar, "pbar", [0]))) + 3)
+    ax.set_ylim(max(0.0, lo - 3), 100 * max(result.price.max(), np.max(pbar if pbar is not None else [0])) + 3)
     ax.legend(fontsize=7.5, loc="lower left")
-    ax.grid(alpha=0.3)
 
-    ax = fig.add_subplot(gs[0, 1])
+
+def _capital_panel(ax, result) -> None:
+    """Buyer capital against its target, and on the right axis the volume and withdrawn supply (clearing
+    market) or the sell pressure (impact market)."""
+    t = np.asarray(result.t)
     ax.plot(t, 100 * result.buyer_capital, "C0-", lw=1.5, label="buyer capital K")
-    if pbar is not None and getattr(pbar, "Kbar", None) is not None:
-        ax.plot(t, 100 * np.asarray(pbar.Kbar), "C0--", lw=1.0, label="target capital K̄")
-    ax.set(title="Buyer capital and sell pressure", ylabel="K, % of market NAV", xlabel="year")
+    Kbar = getattr(getattr(result, "inputs", None), "Kbar", None)
+    if Kbar is not None:
+        ax.plot(t, 100 * np.asarray(Kbar), "C0--", lw=1.0, label="target capital K̄")
     ax.set_ylim(bottom=0)
     ax2 = ax.twinx()
-    ax2.plot(t, 100 * result.sell_pressure, "C3-", lw=1.2, label="sell pressure Ŝ")
-    ax2.set_ylabel("Ŝ, % of market NAV / yr", color="C3")
+    if np.isfinite(np.asarray(result.sell_pressure, dtype=float)).any():
+        ax.set_title("Buyer capital and sell pressure")
+        ax2.plot(t, 100 * result.sell_pressure, "C3-", lw=1.2, label="sell pressure Ŝ")
+        ax2.set_ylabel("Ŝ, % of market NAV / yr", color="C3")
+    else:
+        ax.set_title("Buyer capital, volume and withdrawn supply")
+        ax2.plot(t[:-1], 100 * result.sell_flow[:-1], "C3-", lw=1.0, label="volume S(P)")
+        ax2.plot(t[:-1], 100 * np.asarray(result.withdrawn)[:-1], "C1-", lw=1.0, label="withdrawn S(P̄) − S(P)")
+        ax2.set_ylabel("% of market NAV / yr", color="C3")
     ax2.set_ylim(bottom=0)
+    ax.set(ylabel="K, % of market NAV", xlabel="year")
     _mark_events(ax, result, label=False)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7.5, loc="best")
-    ax.grid(alpha=0.3)
 
-    ax = fig.add_subplot(gs[1, 0])
+
+def _flow_panel(ax, result) -> None:
+    t = np.asarray(result.t)
+    labels, groups = _groups(result)
     flow = 100 * np.asarray(result.flow)
-    ax.stackplot(t[:-1], flow[:, :-1], colors=[colors[k] for k in range(len(names))], labels=names, alpha=0.85)
+    stacks = [flow[g, :-1].sum(axis=0) for g in groups]
+    ax.stackplot(t[:-1], stacks, colors=[f"C{j % 10}" for j in range(len(labels))], labels=labels, alpha=0.85)
     _mark_events(ax, result, label=False)
-    ax.set(title="Sell flow by population (stacked)", ylabel="% of market NAV / yr", xlabel="year")
-    ax.legend(fontsize=7, ncol=2 if len(names) > 3 else 1, loc="upper right")
-    ax.grid(alpha=0.3)
+    by = "LP type" if len(labels) < len(result.populations) else "population"
+    ax.set(title=f"Sell flow by {by} (stacked)", ylabel="% of market NAV / yr", xlabel="year")
+    ax.legend(fontsize=7, ncol=2 if len(labels) > 3 else 1, loc="upper right")
 
-    ax = fig.add_subplot(gs[1, 1])
-    for k, n in enumerate(names):
-        if np.isfinite(result.threshold[k]).any():
-            ax.plot(t, result.threshold[k], color=colors[k], lw=1.0, label=n)
-        else:
-            ax.plot([], [], color=colors[k], lw=1.0, label=f"{n} (never sells)")
+
+def _threshold_panel(ax, result) -> None:
+    t = np.asarray(result.t)
+    labels, groups = _groups(result)
+    for j, (lab, g) in enumerate(zip(labels, groups)):
+        sells = any(np.isfinite(result.threshold[k]).any() for k in g)
+        for i, k in enumerate(g):
+            ax.plot(t, result.threshold[k], color=f"C{j % 10}", lw=1.0 if len(g) == 1 else 0.7,
+                    label=(lab if sells else f"{lab} (never sells)") if i == 0 else None)
     _mark_events(ax, result, label=False)
     ax.set(title="Exit thresholds ℓ*(t): sell when L is below", ylabel="liquidity L", xlabel="year")
-    ax.legend(fontsize=7, ncol=2 if len(names) > 3 else 1, loc="best")
-    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(labels) > 3 else 1, loc="best")
 
+
+def _density_panel(fig, ax, result, k: int) -> None:
     from matplotlib.colors import LogNorm
 
-    sub = gs[2, :].subgridspec(1, n_heat)
-    L = np.asarray(result.L)
+    t, L = np.asarray(result.t), np.asarray(result.L)
+    d = np.asarray(result.density[k])  # (n_t, n_L)
+    mass = d.sum(axis=0)
+    if mass.sum() > 0:
+        cdf = np.cumsum(mass) / mass.sum()
+        lo = L[max(0, np.searchsorted(cdf, 1e-4) - 2)]
+        hi = L[min(L.size - 1, np.searchsorted(cdf, 1 - 1e-4) + 2)]
+    else:
+        lo, hi = L[0], L[-1]
+    th = np.asarray(result.threshold[k])
+    if np.isfinite(th).any():  # show where the exits happen too
+        lo = min(lo, float(np.nanpercentile(th, 10)) - 0.1)
+    act = result.active_mass[k] > 0
+    img = np.ma.masked_where(~np.broadcast_to(act[:, None], d.shape) | (d <= 0), d)
+    dmax = float(d.max()) if d.max() > 0 else 1.0
+    im = ax.imshow(img.T, origin="lower", aspect="auto", cmap="viridis", norm=LogNorm(dmax * 1e-3, dmax),
+                   extent=(t[0], t[-1], L[0] - 0.5 * (L[1] - L[0]), L[-1] + 0.5 * (L[1] - L[0])),
+                   interpolation="nearest")
+    ax.plot(t, th, color="w", lw=1.2, ls="--", label="exit threshold")
+    _mark_events(ax, result, label=False)
+    ax.set_ylim(lo, hi)
+    ax.set(title=f"Density of active LPs: {result.populations[k]}", xlabel="year", ylabel="liquidity L")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.colorbar(im, ax=ax, pad=0.01, label="density (log scale)", extend="min")
+
+
+def lp_exit_figure(result, *, baseline=None, heatmaps: int | tuple[str, ...] = 2, title: str | None = None,
+                   window: tuple[float, float] | None = None):
+    """Six panels: market and vintage prices; buyer capital with the volume and withdrawn supply (or the sell
+    pressure of the impact market); sell flow by population (by LP type for a vintage ladder); exit
+    thresholds; density of active LPs in ``(t, L)`` for two populations (those that sold the most, or
+    the names in ``heatmaps``) with their exit thresholds.
+
+    ``result``: a solve or a scenario (shock times marked); ``baseline``: an optional path whose
+    price is drawn beside the equilibrium's; ``window``: the report window (outside it is greyed:
+    burn-in and burn-out are not facts).
+    """
+    plt = _plt()
+    t = np.asarray(result.t)
+    names = list(result.populations)
+    heat = _heatmap_populations(result, heatmaps) if isinstance(heatmaps, int) else [names.index(n) for n in heatmaps]
+    fig = plt.figure(figsize=(13, 10), layout="constrained")
+    gs = fig.add_gridspec(3, 2, height_ratios=(1, 1, 1.1))
+    axes = [fig.add_subplot(gs[i, j]) for i in range(2) for j in range(2)]
+    _price_panel(axes[0], result, baseline)
+    _capital_panel(axes[1], result)
+    _flow_panel(axes[2], result)
+    _threshold_panel(axes[3], result)
+    sub = gs[2, :].subgridspec(1, max(1, len(heat)))
     for j, k in enumerate(heat):
         ax = fig.add_subplot(sub[0, j])
-        d = np.asarray(result.density[k])  # (n_t, n_L)
-        mass = d.sum(axis=0)
-        if mass.sum() > 0:
-            cdf = np.cumsum(mass) / mass.sum()
-            lo = L[max(0, np.searchsorted(cdf, 1e-4) - 2)]
-            hi = L[min(L.size - 1, np.searchsorted(cdf, 1 - 1e-4) + 2)]
-        else:
-            lo, hi = L[0], L[-1]
-        th = np.asarray(result.threshold[k])
-        if np.isfinite(th).any():  # show where the exits happen too
-            lo = min(lo, float(np.nanpercentile(th, 10)) - 0.1)
-        act = result.active_mass[k] > 0
-        img = np.ma.masked_where(~np.broadcast_to(act[:, None], d.shape) | (d <= 0), d)
-        dmax = float(d.max()) if d.max() > 0 else 1.0
-        im = ax.imshow(img.T, origin="lower", aspect="auto", cmap="viridis", norm=LogNorm(dmax * 1e-3, dmax),
-                       extent=(t[0], t[-1], L[0] - 0.5 * (L[1] - L[0]), L[-1] + 0.5 * (L[1] - L[0])),
-                       interpolation="nearest")
-        ax.plot(t, result.threshold[k], color="w", lw=1.2, ls="--", label="exit threshold")
-        _mark_events(ax, result, label=False)
-        ax.set_ylim(lo, hi)
+        _density_panel(fig, ax, result, k)
+        axes.append(ax)
+    for j, ax in enumerate(axes):
         ax.set_xlim(t[0], t[-1])
-        ax.set(title=f"Density of active LPs: {names[k]}", xlabel="year", ylabel="liquidity L")
-        ax.legend(fontsize=7, loc="upper right")
-        fig.colorbar(im, ax=ax, pad=0.01, label="density (log scale)", extend="min")
+        if j < 4:
+            _shade_outside(ax, t, window)
+        elif window is not None:  # a shade would hide the density: mark the window's ends instead
+            for x in window:
+                if t[0] < x < t[-1]:
+                    ax.axvline(x, color="0.3", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+    if window is not None and (window[0] > t[0] or window[1] < t[-1]):
+        axes[0].plot([], [], color="0.85", lw=6, alpha=0.8, label="outside the report window")
+        axes[0].legend(fontsize=7.5, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=13)
     return fig
@@ -408,14 +474,14 @@ class LPExitOutputs:
 
 
 def write_outputs(result, out: str | Path, *, prefix: str = "", figure: bool = True, dpi: int = 110,
-                  baseline=None, title: str | None = None) -> list[Path]:
+                  baseline=None, title: str | None = None, window: tuple[float, float] | None = None) -> list[Path]:
     """Write ``{prefix}market.csv``, ``{prefix}populations.csv`` and ``{prefix}lp_exit.png`` to ``out`` atomically."""
     out = Path(out)
     files = [write_csv(out / f"{prefix}market.csv", result.to_frame("market")),
              write_csv(out / f"{prefix}populations.csv", result.to_frame("populations"))]
     if figure:
         plt = _plt()
-        fig = lp_exit_figure(result, baseline=baseline, title=title)
+        fig = lp_exit_figure(result, baseline=baseline, title=title, window=window)
         files.append(save_figure(out / f"{prefix}lp_exit.png", fig, dpi=dpi))
         plt.close(fig)
     return files
@@ -461,7 +527,7 @@ def run(scenario, out: str | Path, *, method: str = "sl", baseline: bool = True,
     text = summary_text(s, f"LP-exit equilibrium: {name} (method {method})")
     if amp is not None:
         text += "\n" + amplification_text(amp)
-    files = write_outputs(result, out, figure=figures, dpi=dpi, title=f"LP exit: {name}")
+    files = write_outputs(result, out, figure=figures, dpi=dpi, title=f"LP exit: {name}", window=sc.report_window)
     if paths is not None:
         frame = pd.concat([p.to_frame("market").assign(path=k) for k, p in paths.items()], ignore_index=True)
         files.append(write_csv(out / "baseline_market.csv", frame))
