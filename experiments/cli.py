@@ -151,8 +151,9 @@ def _demo_convergence(out: Path) -> None:
 
     start = time.perf_counter()
     click.echo("")
-    click.echo("Finite-N LP market with the MFG policy against the MFG (docs/model.md 2.8), N = 1e2..1e4 "
+    click.echo("Finite-N LP market with the MFG policy against the MFG (docs/model.md 2.8), N = 10^3.5..10^4.5 "
                "(`gelav convergence` runs the full study)")
+    _notice("the finite-N market", 25, "abm.lp_market.kernels", "abm.lp_market.auction")
     res = run_study(demo_config(), out / "convergence", executor="inprocess", overwrite=True, progress=False,
                     dpi=90)
     picked = res.slopes.set_index("quantity")
@@ -275,8 +276,9 @@ def lp_exit(scenario: str, out: Path | None, method: str, baseline: bool, dpi: i
               help="Study folder (resumable): task files, CSV tables, summary, figure  "
                    "[default: gelav-output/convergence or gelav-output/convergence-quick]")
 @click.option("--models", default=None,
-              help="Comma-separated models: lp (LP market, solver's step), lp-exact (exact OU step), "
-                   "pf (price formation)  [default: lp,pf]")
+              help="Comma-separated models: lp (calm LP market, solver's step, with the epsilon-Nash bounds), "
+                   "lp-exact (exact OU step), lp-exact-fine (exact step at dt = 1/52), lp-2008 (the 2008 "
+                   "crisis scenario), pf (price formation)  [default: lp,lp-2008,pf; --quick: lp,pf]")
 @click.option("--executor", type=click.Choice(["auto", "inprocess", "processes", "dask"]), default="auto",
               show_default=True, help="Where the tasks run (auto: processes when more than one worker).")
 @click.option("--workers", type=click.IntRange(1, None), default=None,
@@ -289,9 +291,9 @@ def convergence(quick: bool, out: Path | None, models: str | None, executor: str
                 scheduler: str | None, seed: int | None, overwrite: bool, dpi: int) -> None:
     """The O(1/sqrt(N)) convergence study: finite-N markets against their MFG limits.
 
-    Writes convergence.csv, slopes.csv, exploitability.csv, summary.md and convergence.png
-    into the folder and prints the summary.  The folder is resumable: a re-run skips the
-    finished tasks (docs/convergence.md).
+    Writes convergence.csv, slopes.csv, exploitability.csv, epsilon_nash.csv, epsilon_rates.csv,
+    markets.csv, summary.md, convergence.png and epsilon_nash.png into the folder and prints the
+    summary.  The folder is resumable: a re-run skips the finished tasks (docs/convergence.md).
     """
     from dataclasses import replace
 

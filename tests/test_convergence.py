@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -335,3 +336,70 @@ def test_cli_convergence_runs_and_prints_the_summary(tmp_path, monkeypatch):
     assert (tmp_path / "convergence.png").is_file() and (tmp_path / "slopes.csv").is_file()
     again = CliRunner().invoke(main, ["convergence", "--quick", "--out", str(tmp_path), "--executor", "inprocess"])
     assert again.exit_code == 0 and "0 tasks run, 3 already done" in again.output
+
+
+# ----------------------------------------------------------------------------- windows, shocks, thin markets
+
+
+def test_quantity_windows_restrict_the_times():
+    t = np.linspace(0.0, 1.0, 11)
+    ref = pd.DataFrame({"t": t, "x": np.zeros(11)})
+    model = cv.FiniteNModel(name="w", simulate=None, references={"mfg": ref}, quantities=())
+    d = np.arange(11, dtype=float)[None, :] * np.array([[1.0], [-1.0]])
+    paths = {"x": d}
+    vals = {kind: cv.quantity_values(cv.Quantity("q", "x", kind, window=(0.2, 0.5)), paths, model)
+            for kind in ("sup", "avg", "mean", "final")}
+    np.testing.assert_allclose(vals["sup"], [4.0, 4.0])  # t = 0.2, 0.3, 0.4 (the window is [0.2, 0.5))
+    np.testing.assert_allclose(vals["avg"], [3.0, 3.0])
+    np.testing.assert_allclose(vals["mean"], [3.0, -3.0])
+    np.testing.assert_allclose(vals["final"], [5.0, -5.0])  # the last time <= 0.5
+    with pytest.raises(ValueError, match="window"):
+        cv.Quantity("q", "x", "sup", window=(1.0, 0.5))
+    with pytest.raises(ValueError, match="no time"):
+        cv.quantity_values(cv.Quantity("q", "x", "avg", window=(2.0, 3.0)), paths, model)
+
+
+SHOCK_TOML = TINY_TOML + """
+[[events]]
+time = 2016.0
+name = "shock"
+populations = []
+liquidity_shift = -0.3
+capital_cut = 0.3
+"""
+
+
+def test_a_scenario_with_events_is_a_model_with_windows_around_its_shock(tmp_path):
+    path = tmp_path / "shock.toml"
+    path.write_text(SHOCK_TOML)
+    model = cv.lp_market(str(path))
+    names = [q.name for q in model.quantities]
+    for name in ("P_avg[pre]", "P_avg[shock]", "P_avg[recovery]", "P_mean[shock]", "P_mean[recovery]", "F(T)"):
+        assert name in names, names
+    windows = {q.name: q.window for q in model.quantities}
+    assert windows["P_avg[pre]"] == (2015.0, 2016.0) and windows["P_avg[shock]"] == (2016.0, 2016.75)
+    assert windows["P_avg[recovery]"] == (2016.75, 2017.0)
+    assert model.exploitability is None and math.isnan(model.mfg_exploitability)
+    frame = cv.check_path_frame(model.simulate(400, 3, np.random.SeedSequence(2)), model.reference, 3)
+    paths = {s: frame[s].to_numpy(dtype=float).reshape(3, -1) for s in model.series}
+    diag = model.diagnostics(paths, 400)
+    assert diag["stakes_per_step"] > 0 and {"worst_shock_gap", "worst_recovery_gap"} <= set(diag)
+    with pytest.raises(ValueError, match="without shock events"):
+        cv.lp_market(str(path), epsilon=True)
+
+
+def test_the_floor_and_bias_fits_keep_to_the_floor_range(tmp_path):
+    """With ``floor_range`` the floor and the bias exponent are fitted on its sizes only: a bias that only the
+    smallest sizes resolve (a pre-asymptotic regime) gives an exponent over every size and none over the range."""
+    ns = (100, 316, 1000, 3162, 10000, 31623, 100000)
+    factory = f"{__name__}:toy_market"
+    base = cv.StudyConfig(models={"toy": (factory, {"constant": 0.5, "bias": 3.0})}, ns={"toy": ns},
+                          reps={"toy": {n: 2000 for n in ns}}, n_boot=300, seed=5)
+    thick = replace(base, floor_range=(3e3, 1e5), tail_range=(3e3, 1e5))
+    a = cv.run_study(base, tmp_path / "a", executor="inprocess", progress=False, write=False)
+    b = cv.run_study(thick, tmp_path / "b", executor="inprocess", progress=False, write=False)
+    ra = a.slopes.set_index("quantity").loc["x_end"]
+    rb = b.slopes.set_index("quantity").loc["x_end"]
+    assert ra["bias_slope_lo"] <= -1.0 <= ra["bias_slope_hi"]
+    assert math.isnan(rb["bias_slope"]) and rb["floor_lo"] == 0.0
+    assert rb["tail_slope_lo"] <= -0.5 <= rb["tail_slope_hi"]
