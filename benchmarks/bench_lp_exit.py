@@ -1,12 +1,14 @@
 """Benchmark of the LP-exit equilibrium solver (mfg.lp_exit.solve) and its fixed point.
 
-    python benchmarks/bench_lp_exit.py                 # speed table (about 1 minute on 2 cores)
+    python benchmarks/bench_lp_exit.py                 # speed table (about 2 minutes on 2 cores)
     python benchmarks/bench_lp_exit.py --repeats 3     # fewer timed runs
     python benchmarks/bench_lp_exit.py --fixed-point   # eps -> 0 table: iterations, residual, exploitability
     python benchmarks/bench_lp_exit.py --depth         # Anderson depth x damping at eps = 1e-3
 
 Speed cases: one population, 1,000 L nodes, weekly steps over 10 years; nine populations
-(3 LP types x 3 vintages) on the same grid.  Each is timed with the default options
+(3 LP types x 3 vintages) on the same grid.  Each is solved on the clearing market (the
+default: each step's price solved inside the forward sweep) and, as the baseline in the same
+run, on the impact market of the first version.  Each is timed with the default options
 (quasi-Newton preconditioner, Anderson depth 5, damping 1) and, as a baseline in the same
 run, with the plain damped iteration (damping 0.5, no Anderson, no preconditioner).  The
 default options are also timed with the finite-difference sweeps (method="fd") on the same

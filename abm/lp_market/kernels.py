@@ -74,16 +74,19 @@ Work = namedtuple("Work", ["s_hat", "K", "cst", "sumL", "cnt", "ex", "wcnt", "ex
 Work.__doc__ = """Per replication: ``s_hat``, ``K``, the drift constants ``cst``; per item and population: the sums
 of ``L`` (NAV-weighted with per-agent weights), active counts, exits, the weighted active count ``wcnt`` and the
 value of the exits ``exv`` (per-agent weights only); per replication the last step's offers ``n_off`` and the
-offers filled ``n_fill`` (clearing market: ``AuctionScratch`` holds the last replication's offers, sorted by
-reservation, the first ``n_fill`` sold)."""
+offers filled ``n_fill`` (clearing market: ``AuctionScratch`` holds the last replication's offers in the
+auction's order, sorted by reservation up to the marginal offer, the first ``n_fill`` sold)."""
 Paths = namedtuple("Paths", ["price", "vintage_price", "buyer_capital", "sell_pressure", "sell_flow", "withdrawn",
                              "exits", "active_count", "mean_liquidity"])
 Snapshots = namedtuple("Snapshots", ["index", "L", "status"])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _exit_probability(policy, q_given, k, n, r, i, x, row, th, pr):
-    """The policy's probability that LP ``i`` (population ``k``, liquidity ``x``) sells in step ``n``."""
+    """The policy's probability that LP ``i`` (population ``k``, liquidity ``x``) sells in step ``n``.
+
+    Inlined into the agents' loop: a call per agent-step would pay the reference counts of its
+    array arguments, more than the work of the step."""
     if policy.kind == TABLE:
         return interp_at(row, policy.lower, policy.dx, x) if x < th else 0.0
     if policy.kind == THRESHOLD:
@@ -154,33 +157,17 @@ def _decide_block(n, r, lo, hi, it, gen, L, status, q_given, layout, tables, con
 
 
 @njit(cache=True)
-def _offer(policy, q_given, ct, k, n, r, i, x, life, gen, clock):
-    """Step ``n``'s offer of active LP ``i`` (population ``k``, liquidity ``x``) in the clearing market:
-    its reservation price in units of ``P`` (``inf``: no offer).
-
-    Reservation policies: the LP's sale-process clock runs down by ``a_max(t_n) dt``; when it
-    fires (probability ``1 - exp(-a_max dt)`` per step, memoryless), the LP draws a logistic
-    taste shock ``xi`` and a new clock, and offers at ``r = (C + phi - eps xi) / (A dfac(L))``.
-    Probability policies: the LP offers at any price (``r = 0``, a market order) with the
-    policy's probability."""
-    if policy.kind == RESERVATION or policy.kind == GIVEN_RESERVATION:
-        clock[r, i] -= ct.hazard[k, n]
-        if clock[r, i] > 0.0:
-            return np.inf
-        u = gen.random()
-        clock[r, i] = gen.standard_exponential()
-        xi = math.log(u) - math.log1p(-u) if u > 0.0 else -np.inf
-        if policy.kind == RESERVATION:
-            c = interp_at(policy.table[k, n], policy.lower, policy.dx, x)
-        else:
-            c = q_given[r, i]
-        dfac = max(1.0 - ct.delta[k] * max(ct.ell[k] - x, 0.0), 0.0)
-        num = c + ct.phi[k] - ct.eps * xi
-        den = life * dfac
-        if den > 0.0:
-            return num / den
-        return 0.0 if num < 0.0 else np.inf
-    return np.inf
+def _reservation(c, u, x, life, phi, eps, delta, ell):
+    """The reservation price, in units of ``P``, of an LP whose sale-process clock has fired:
+    continuation value ``c`` at its liquidity ``x``, uniform draw ``u`` of its logistic taste
+    shock ``xi = log(u / (1 - u))``; ``r = (c + phi - eps xi) / (A dfac(x))`` (``inf``: no offer)."""
+    xi = math.log(u) - math.log1p(-u) if u > 0.0 else -np.inf
+    dfac = max(1.0 - delta * max(ell - x, 0.0), 0.0)
+    num = c + phi - eps * xi
+    den = life * dfac
+    if den > 0.0:
+        return num / den
+    return 0.0 if num < 0.0 else np.inf
 
 
 @njit(cache=True)
@@ -197,6 +184,9 @@ def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, table
             snaps.status[r, snap_j, i] = st[i]
     cnt = 0
     weighted = consts.weighted
+    reserve = policy.kind == RESERVATION or policy.kind == GIVEN_RESERVATION
+    given = policy.kind == GIVEN_RESERVATION
+    clk = clock[r]
     for k in range(work.sumL.shape[1]):
         work.sumL[it, k] = 0.0
         work.cnt[it, k] = 0
@@ -212,6 +202,9 @@ def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, table
         row = policy.table[k, n] if policy.kind == TABLE else policy.table[0, 0]
         th = policy.threshold[k, n] if policy.kind == THRESHOLD or policy.kind == TABLE else 0.0
         pr = policy.prob[k, n] if policy.kind == THRESHOLD else 0.0
+        hz = ct.hazard[k, n] if reserve else 0.0
+        c_row = policy.table[k, n] if policy.kind == RESERVATION else policy.table[0, 0]
+        phi_k, delta_k, ell_k = ct.phi[k], ct.delta[k], ct.ell[k]
         s = 0.0
         c = 0
         wc = 0.0
@@ -227,8 +220,15 @@ def _offer_block(n, r, lo, hi, it, gen, L, status, clock, q_given, layout, table
             c += 1
             if not decide:
                 continue
-            if policy.kind == RESERVATION or policy.kind == GIVEN_RESERVATION:
-                res = _offer(policy, q_given, ct, k, n, r, i, x, life, gen, clock)
+            if reserve:  # no call with array arguments per agent-step: numba's reference counts cost more than it
+                clk[i] -= hz
+                if clk[i] > 0.0:
+                    continue
+                # fired (probability 1 - exp(-a_max dt) a step, memoryless): a taste shock and a new clock
+                u = gen.random()
+                clk[i] = gen.standard_exponential()
+                c_i = q_given[r, i] if given else interp_at(c_row, policy.lower, policy.dx, x)
+                res = _reservation(c_i, u, x, life, phi_k, ct.eps, delta_k, ell_k)
             else:
                 q = _exit_probability(policy, q_given, k, n, r, i, x, row, th, pr)
                 res = 0.0 if q > 0.0 and gen.random() < q else np.inf
