@@ -104,7 +104,7 @@ def _sorted_prefix(r, w, m, K, pbar, dt, params, order):
 @njit(cache=True)
 def _bin(x, h):
     """The bin of a reservation ``x <= P_cap`` (market orders, ``x <= 0``, in the first)."""
-    return int(x / h) if x > 0.0 else 0
+    return min(int(x / h), N_BINS) if x > 0.0 else 0
 
 
 @njit(cache=True)
