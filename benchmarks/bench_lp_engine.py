@@ -63,7 +63,8 @@ def _ou_block(L, lo, hi, gen, decay, drift, sd, n_steps):
 @njit(cache=True, parallel=True)
 def bare_ou(L, starts, gens, decay, drift, sd, n_steps):
     """``n_steps`` exact OU steps of every agent, one normal each, blocks in parallel (the machine's limit)."""
-    for b in prange(starts.shape[0] - 1):
+    for it in prange(starts.shape[0] - 1):
+        b = np.intp(it)  # prange's index is unsigned: a signed index for the arrays
         _ou_block(L, starts[b], starts[b + 1], gens[b], decay, drift, sd, n_steps)
 
 
