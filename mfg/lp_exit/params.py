@@ -385,7 +385,9 @@ class SolverOptions(BaseModel):
     quasi-Newton step ``D = (I - J)^{-1}``, ``J`` the causal response of the market
     recursion to the price when each step's exits react (logit derivative) to that
     step's price (:func:`mfg.lp_exit.market.market_newton`); it removes the oscillating mode of the
-    price feedback, so ``damping = 1`` works.  No effect at ``temperature = 0``.
+    price feedback, so ``damping = 1`` works.  No effect at ``temperature = 0``, nor in the
+    clearing market, whose forward sweep already solves each step's price (only the impact
+    market has the preconditioner).
     ``workers``: threads sweeping the populations concurrently (the kernels release
     the GIL; results are bit-identical for any value; 1 runs them in turn).
     Defaults (``damping=1, anderson=5, precondition=True``) were chosen by the
