@@ -83,7 +83,7 @@ import math
 import multiprocessing
 import os
 import warnings
-from collections import OrderedDict, namedtuple
+from collections import namedtuple
 
 import numpy as np
 
@@ -97,6 +97,7 @@ if multiprocessing.get_start_method(allow_none=True) != _start_method:
 
 from mfg.lp_exit.market import market_step  # noqa: E402
 from mfg.lp_exit.params import LPExitModel, Scenario, load_scenario  # noqa: E402
+from mfg.lp_exit.scenarios import EQUILIBRIA, EQUILIBRIA_SIZE, scenario_equilibrium  # noqa: E402
 from mfg.semi_lagrangian import interp_at  # noqa: E402
 
 from .auction import uniform_price_auction  # noqa: E402
@@ -121,8 +122,8 @@ __all__ = ["LPAgent", "LPMarketModel", "Transport", "mfg_policy", "MFG"]
 #: The default ``policy`` of :class:`LPMarketModel`: the scenario's own MFG policy (:func:`mfg_policy`).
 MFG = "mfg"
 
-_POLICY_CACHE: OrderedDict[str, object] = OrderedDict()
-_POLICY_CACHE_SIZE = 4
+# the equilibria are cached by mfg.lp_exit.scenarios.scenario_equilibrium (shared with the datasets)
+_POLICY_CACHE, _POLICY_CACHE_SIZE = EQUILIBRIA, EQUILIBRIA_SIZE
 
 
 def mfg_policy(scenario) -> object:
@@ -136,22 +137,7 @@ def mfg_policy(scenario) -> object:
     sc = _resolve_scenario(scenario)
     if not isinstance(sc, Scenario):
         raise TypeError(f"mfg_policy needs a Scenario (a name, a TOML path or a Scenario), got {type(sc).__name__}")
-    key = sc.model_dump_json()
-    if key in _POLICY_CACHE:
-        _POLICY_CACHE.move_to_end(key)
-        return _POLICY_CACHE[key]
-    if sc.events:
-        from mfg.lp_exit.scenarios import solve_scenario
-
-        res = solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
-    else:
-        from mfg.lp_exit import solve
-
-        res = solve(sc.model, sc.grid, sc.solver)
-    _POLICY_CACHE[key] = res
-    while len(_POLICY_CACHE) > _POLICY_CACHE_SIZE:
-        _POLICY_CACHE.popitem(last=False)
-    return res
+    return scenario_equilibrium(sc)
 
 
 def _resolve_scenario(scenario):

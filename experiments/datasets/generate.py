@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata as _metadata
@@ -14,6 +13,8 @@ import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from mfg.lp_exit.scenarios import scenario_equilibrium
 
 from ..io import locks_folder
 from .aggregates import frame_columns
@@ -41,28 +42,9 @@ class Dataset:
     timings: dict = field(default_factory=dict)
 
 
-_POLICIES: OrderedDict[str, object] = OrderedDict()  # the last few solves, keyed by the scenario's content
-
-
-def solve_policy(sc):
-    """The MFG policy of a scenario: a plain solve, or the stitched scenario when it has events (the last four
-    scenarios' results are kept: results are frozen, and a dataset of another seed or size reuses them)."""
-    key = sc.model_dump_json()
-    if key in _POLICIES:
-        _POLICIES.move_to_end(key)
-        return _POLICIES[key]
-    if sc.events:
-        from mfg.lp_exit.scenarios import solve_scenario
-
-        res = solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
-    else:
-        from mfg.lp_exit import solve
-
-        res = solve(sc.model, sc.grid, sc.solver)
-    _POLICIES[key] = res
-    while len(_POLICIES) > 4:
-        _POLICIES.popitem(last=False)
-    return res
+#: The MFG policy of a scenario: a plain solve, or the stitched scenario when it has events (the last few
+#: results are kept, so a dataset of another seed or size reuses them).
+solve_policy = scenario_equilibrium
 
 
 def _version() -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -46,6 +47,7 @@ from .solver import check_arguments, solve
 __all__ = [
     "ScenarioResult",
     "solve_scenario",
+    "scenario_equilibrium",
     "apply_shock",
     "shift_masses",
     "scenario_inputs",
@@ -342,3 +344,27 @@ def solve_scenario(model: LPExitModel, grid: Grid, options: SolverOptions | None
         _check_calm(calm, model, grid, options)
     segments, starts, pushed = _segments(model, grid, options, evs, method, calm)
     return _stitch("equilibrium", model, grid, options, evs, segments, starts, pushed, t_start)
+
+
+#: The last few equilibria of :func:`scenario_equilibrium`, keyed by the scenario's content (JSON).
+EQUILIBRIA: OrderedDict[str, object] = OrderedDict()
+EQUILIBRIA_SIZE = 4
+
+
+def scenario_equilibrium(sc):
+    """The equilibrium of a :class:`~mfg.lp_exit.params.Scenario` on its own grid and solver options:
+    :func:`~mfg.lp_exit.solve`, or :func:`solve_scenario` when it has shock events.  The last
+    :data:`EQUILIBRIA_SIZE` results are kept, keyed by the scenario's content (results are frozen),
+    so a Mesa batch run or a dataset of another seed or size does not solve again."""
+    key = sc.model_dump_json()
+    if key in EQUILIBRIA:
+        EQUILIBRIA.move_to_end(key)
+        return EQUILIBRIA[key]
+    if sc.events:
+        res = solve_scenario(sc.model, sc.grid, sc.solver, sc.events)
+    else:
+        res = solve(sc.model, sc.grid, sc.solver)
+    EQUILIBRIA[key] = res
+    while len(EQUILIBRIA) > EQUILIBRIA_SIZE:
+        EQUILIBRIA.popitem(last=False)
+    return res
